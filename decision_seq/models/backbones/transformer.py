@@ -1,0 +1,142 @@
+"""Causal GPT backbone for the Decision Transformer (Chen et al. 2021).
+
+The official DT uses HuggingFace GPT-2 with its position embedding removed (a learned timestep
+embedding is added to the tokens instead, in TrajectoryModel). This is the same pre-LayerNorm block
+stack written with `scaled_dot_product_attention`, so PyTorch picks its fused attention kernels.
+
+Incremental inference keeps a per-layer key/value cache: `step` on token t equals the last position
+of `forward` over tokens 0..t. It is exact for any number of tokens (there is no position embedding
+inside the backbone); dropping the oldest tokens of a cache is not exact for more than one layer,
+because the cached keys of later layers already saw them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from decision_seq.models.backbones import register_backbone
+
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_head: int, dropout: float):
+        super().__init__()
+        if d_model % n_head:
+            raise ValueError(f"d_model={d_model} must be divisible by n_head={n_head}")
+        self.n_head = n_head
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.attn_dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=-1)
+        # (B, T, D) -> (B, nh, T, hs)
+        return tuple(t.view(B, T, self.n_head, D // self.n_head).transpose(1, 2) for t in (q, k, v))
+
+    def _merge(self, y: torch.Tensor) -> torch.Tensor:
+        B, nh, T, hs = y.shape
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, T, nh * hs)))  # (B, T, D)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        q, k, v = self._heads(x)  # (B, nh, T, hs)
+        p = self.attn_dropout if self.training else 0.0
+        if attn_mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        return self._merge(y)
+
+    def step(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        """x: (B, 1, D); appends this token's key/value to `cache` and attends over all of them."""
+        q, k, v = self._heads(x)  # (B, nh, 1, hs)
+        if cache.get("k") is not None:
+            k = torch.cat([cache["k"], k], dim=2)  # (B, nh, t+1, hs)
+            v = torch.cat([cache["v"], v], dim=2)
+        cache["k"], cache["v"] = k, v
+        return self._merge(F.scaled_dot_product_attention(q, k, v))
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int, dropout: float, activation: str):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(_ACTIVATIONS)}")
+        self.net = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model),
+            _ACTIVATIONS[activation](),
+            nn.Linear(4 * d_model, d_model),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Block(nn.Module):
+    """GPT-2 pre-LN block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, d_model: int, n_head: int, dropout: float, activation: str):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, n_head, dropout)
+        self.ln_2 = nn.LayerNorm(d_model)
+        self.mlp = MLP(d_model, dropout, activation)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), attn_mask)
+        return x + self.mlp(self.ln_2(x))
+
+    def step(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        x = x + self.attn.step(self.ln_1(x), cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+@register_backbone("transformer")
+class TransformerBackbone(nn.Module):
+    """Stack of causal GPT blocks and a final LayerNorm (GPT-2's ln_f), DT paper defaults."""
+
+    def __init__(self, d_model: int, n_layer: int = 3, n_head: int = 1, dropout: float = 0.1, activation: str = "relu"):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(d_model, n_head, dropout, activation) for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(d_model)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # GPT-2 initialization, as in the HuggingFace model the official DT uses.
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.zeros_(module.bias)
+
+    @staticmethod
+    def attention_mask(mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) bool, True = real token -> (B, 1, T, T) bool, True = may attend.
+
+        Causal, and keys at padded positions are hidden. A padded query still sees itself, so no row is
+        fully masked (which would give NaN); padded outputs are never used.
+        """
+        B, T = mask.shape
+        causal = torch.ones(T, T, dtype=torch.bool, device=mask.device).tril()  # (T, T)
+        allowed = causal & mask[:, None, :]  # (B, T, T)
+        allowed = allowed | torch.eye(T, dtype=torch.bool, device=mask.device)
+        return allowed[:, None]  # (B, 1, T, T)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        attn_mask = None if mask is None else self.attention_mask(mask)
+        for block in self.blocks:
+            x = block(x, attn_mask)
+        return self.ln_f(x)
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> list[dict]:
+        return [{"k": None, "v": None} for _ in self.blocks]
+
+    def step(self, x_t: torch.Tensor, state: list[dict]) -> tuple[torch.Tensor, list[dict]]:
+        x = x_t[:, None]  # (B, 1, D)
+        for block, cache in zip(self.blocks, state):
+            x = block.step(x, cache)
+        return self.ln_f(x)[:, 0], state

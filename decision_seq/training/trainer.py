@@ -1,0 +1,209 @@
+"""Trainer: the optimization loop shared by every backbone.
+
+DT recipe (Chen et al. 2021): AdamW, linear warmup, grad-norm clipping, action MSE (cross-entropy for
+discrete actions). Adds bf16 autocast and `torch.compile` switches, periodic evaluation, periodic
+atomic checkpoints holding everything needed to resume exactly, and throughput metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from decision_seq.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay only weight matrices of Linear/Conv layers.
+
+    Departure from the official DT, which decays every parameter: as in minGPT and mamba_ssm, no decay
+    on biases, norms, embeddings, and parameters flagged `_no_weight_decay` (Mamba's A_log and D).
+    """
+    no_decay: set[int] = set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if (
+                name.endswith("bias")
+                or isinstance(module, (nn.LayerNorm, nn.Embedding))
+                or getattr(p, "_no_weight_decay", False)
+            ):
+                no_decay.add(id(p))
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
+    ]
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> CUDA when present, else CPU; anything else is passed to torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"trainer.device={device!r} but CUDA is not available here; use trainer.device=auto or cpu")
+    return dev
+
+
+class Trainer:
+    """Owns model, optimizer, schedule and sampler stream; `fit()` runs to `steps` total."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        sampler,
+        *,
+        steps: int,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 10_000,
+        grad_clip: float = 0.25,
+        device: torch.device | str = "cpu",
+        bf16: bool = False,
+        compile: bool = False,
+        log_every: int = 100,
+        eval_every: int = 0,
+        checkpoint_every: int = 0,
+        checkpoint_dir: Path | None = None,
+        keep_checkpoints: int = 2,
+        logger=None,
+        evaluate: Callable[[int], dict] | None = None,
+        checkpoint_extra: dict | None = None,
+        progress: bool = True,
+    ):
+        if steps < 1:
+            raise ValueError(f"trainer.steps must be >= 1, got {steps}")
+        self.model, self.sampler = model, sampler
+        self.steps, self.grad_clip = steps, grad_clip
+        self.device = torch.device(device)
+        self.bf16, self.log_every, self.eval_every = bf16, max(1, log_every), eval_every
+        self.checkpoint_every, self.checkpoint_dir, self.keep_checkpoints = checkpoint_every, checkpoint_dir, keep_checkpoints
+        self.logger, self.evaluate, self.progress = logger, evaluate, progress
+        self.checkpoint_extra = checkpoint_extra or {}
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, fused=fused)
+        warmup = max(1, warmup_steps)
+        # Linear warmup from lr/warmup to lr, then constant, as in the official DT.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min((s + 1) / warmup, 1.0))
+        self.loss_fn = torch.compile(model.loss) if compile else model.loss
+        self.step = 0
+        self.evaluations: list[dict] = []
+        self.train_time = 0.0  # seconds in optimization steps only (no eval, no checkpoints)
+        self.sample_time = 0.0
+
+    # ----------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "step": self.step,
+            "rng": rng_state(),
+            "evaluations": self.evaluations,
+            "train_time": self.train_time,
+        }
+
+    def load_state_dict(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.sampler.load_state_dict(ckpt["sampler"])
+        set_rng_state(ckpt["rng"])
+        self.step = int(ckpt["step"])
+        self.evaluations = list(ckpt.get("evaluations", []))
+        self.train_time = float(ckpt.get("train_time", 0.0))
+
+    def save(self, name: str | None = None) -> Path | None:
+        if self.checkpoint_dir is None:
+            return None
+        path = Path(self.checkpoint_dir) / (name or f"step_{self.step:08d}.pt")
+        save_checkpoint(path, **self.state_dict(), **self.checkpoint_extra)
+        save_checkpoint(Path(self.checkpoint_dir) / "last.pt", **self.state_dict(), **self.checkpoint_extra)
+        self._prune()
+        return path
+
+    def _prune(self) -> None:
+        old = sorted(Path(self.checkpoint_dir).glob("step_*.pt"))[: -self.keep_checkpoints or None]
+        for p in old:
+            p.unlink(missing_ok=True)
+
+    def resume_from(self, path: Path) -> None:
+        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+
+    # ------------------------------------------------------------------------------------------ loop
+    def _train_step(self) -> torch.Tensor:
+        t0 = time.perf_counter()
+        batch = self.sampler.sample()
+        self.sample_time += time.perf_counter() - t0
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.loss_fn(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return torch.stack((loss.detach().float(), grad_norm.detach().float()))
+
+    def _run_eval(self) -> None:
+        if self.evaluate is None:
+            return
+        self.model.eval()
+        record = self.evaluate(self.step)
+        self.model.train()
+        self.evaluations.append(record)
+        if self.logger is not None:
+            self.logger.log(record.get("metrics", {}), step=self.step)
+
+    def fit(self) -> list[dict]:
+        self.model.train()
+        bar = tqdm(total=self.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not self.progress, mininterval=0.5 if sys.stderr.isatty() else 10.0)
+        acc = torch.zeros(2, device=self.device)  # running (loss, grad-norm) sums: no host sync per step
+        n_acc, window_t0, window_train = 0, time.perf_counter(), self.train_time
+        try:
+            while self.step < self.steps:
+                t0 = time.perf_counter()
+                acc += self._train_step()
+                self.step += 1
+                n_acc += 1
+                if self.device.type == "cuda" and self.step % self.log_every == 0:
+                    torch.cuda.synchronize()
+                self.train_time += time.perf_counter() - t0
+                bar.update(1)
+                if self.step % self.log_every == 0 or self.step == self.steps:
+                    loss, gnorm = (acc / n_acc).tolist()
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(f"non-finite training loss {loss} at step {self.step}")
+                    sps = n_acc / max(self.train_time - window_train, 1e-9)
+                    metrics = {
+                        "train/loss": loss,
+                        "train/grad_norm": gnorm,
+                        "train/lr": self.scheduler.get_last_lr()[0],
+                        "perf/steps_per_sec": sps,
+                        "perf/sample_fraction": self.sample_time / max(self.train_time, 1e-9),
+                        "perf/wall_sec": time.perf_counter() - window_t0,
+                    }
+                    bar.set_postfix(loss=f"{loss:.4f}", sps=f"{sps:.1f}")
+                    if self.logger is not None:
+                        self.logger.log(metrics, step=self.step)
+                    acc.zero_()
+                    n_acc, window_train = 0, self.train_time
+                if self.eval_every and self.step % self.eval_every == 0 and self.step < self.steps:
+                    self._run_eval()
+                if self.checkpoint_every and self.step % self.checkpoint_every == 0 and self.step < self.steps:
+                    self.save()
+        finally:
+            bar.close()
+        if not self.evaluations or self.evaluations[-1].get("step") != self.step:
+            self._run_eval()  # the final evaluation, at the last step (not repeated on a resumed finished run)
+        self.save()
+        return self.evaluations
