@@ -104,6 +104,11 @@ def _run_chunk(model, env_fn, targets, seeds, K, obs_mean, obs_std, rtg_scale, m
                 bar.update(int(done.sum()))
             if not active.any():
                 break
+            ended = term | trunc
+            if ended.any():
+                # With autoreset disabled a finished sub-env must be reset before the next step; its new
+                # episode is never counted (`active` stays False), it only keeps the batch shape.
+                obs, _ = envs.reset(options={"reset_mask": ended})
         bar.update(int(active.sum()))  # episodes stopped by the hard cap
         return returns, lengths
     finally:
