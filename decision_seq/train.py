@@ -236,7 +236,8 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict:
     results = {
         "status": "completed", "checkpoint": str(path), "config": OmegaConf.to_container(cfg, resolve=True),
         "train_config": train_cfg, "versions": versions(), "git_commit": git_commit(),
-        "dataset": {"id": ckpt["dataset_id"], **episodes.summary()}, "backbone": ckpt.get("backbone"),
+        "dataset": {"id": ckpt["dataset_id"], "name": train_cfg["dataset"]["name"], **episodes.summary()},
+        "backbone": ckpt.get("backbone"),
         "model": train_cfg["model"]["name"], "seed": int(cfg.seed), "steps": int(ckpt["step"]),
         "protocol": {"targets": targets, "episodes": int(cfg.eval.episodes), "mode": cfg.eval.mode},
         "evaluations": [record], "final": final,
