@@ -1,0 +1,301 @@
+"""Mamba backbone: mamba_ssm-compatible parameters and init, fast scan == loop scan, forward == step,
+causality, exact left-padding masks, kernel selection, registry."""
+
+import math
+
+import pytest
+import torch
+
+from decision_seq.models.backbones import build_backbone
+from decision_seq.models.backbones.mamba import (
+    MambaBackbone,
+    MambaMixer,
+    load_kernels,
+    selective_scan,
+    selective_scan_ref,
+)
+
+F64 = torch.float64
+
+
+def _mixer(**kw) -> MambaMixer:
+    torch.manual_seed(0)
+    return MambaMixer(d_model=16, d_state=4, use_kernels=False, **kw).double()
+
+
+def _backbone(**kw) -> MambaBackbone:
+    torch.manual_seed(0)
+    kw = {"n_layer": 2, "d_state": 4, "dropout": 0.0, "use_kernels": False} | kw
+    return MambaBackbone(d_model=16, **kw).double().eval()
+
+
+def _scan_inputs(b=3, L=13, d=8, n=5, dtype=F64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(b, L, d, generator=g, dtype=dtype)
+    delta = torch.rand(b, L, d, generator=g, dtype=dtype) * 3
+    delta[0] *= 10  # large steps: decays underflow towards 0
+    A = -torch.rand(d, n, generator=g, dtype=dtype) * 4 - 0.1
+    B = torch.randn(b, L, n, generator=g, dtype=dtype)
+    C = torch.randn(b, L, n, generator=g, dtype=dtype)
+    D = torch.randn(d, generator=g, dtype=dtype)
+    return [x.requires_grad_() for x in (u, delta, A, B, C, D)]
+
+
+# -- parameters and init ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_state_dict_matches_mamba_ssm(bias):
+    d_model, d_state, d_conv = 16, 16, 4
+    d_inner, dt_rank = 2 * d_model, math.ceil(d_model / 16)
+    expected = {  # mamba_ssm.Mamba(d_model=16) parameter names and shapes
+        "in_proj.weight": (2 * d_inner, d_model),
+        "conv1d.weight": (d_inner, 1, d_conv),
+        "conv1d.bias": (d_inner,),
+        "x_proj.weight": (dt_rank + 2 * d_state, d_inner),
+        "dt_proj.weight": (d_inner, dt_rank),
+        "dt_proj.bias": (d_inner,),
+        "A_log": (d_inner, d_state),
+        "D": (d_inner,),
+        "out_proj.weight": (d_model, d_inner),
+    }
+    if bias:
+        expected |= {"in_proj.bias": (2 * d_inner,), "out_proj.bias": (d_model,)}
+    m = MambaMixer(d_model=d_model, bias=bias)
+    assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == expected
+    MambaMixer(d_model=d_model, bias=bias).load_state_dict(m.state_dict())  # strict round trip
+
+
+def test_init_as_mamba_ssm():
+    torch.manual_seed(0)
+    dt_min, dt_max = 0.002, 0.05
+    m = MambaMixer(d_model=64, d_state=8, dt_min=dt_min, dt_max=dt_max)
+    assert m.dt_rank == 4 and m.d_inner == 128
+    assert m.A_log.dtype == torch.float32
+    torch.testing.assert_close(m.A_log, torch.log(torch.arange(1.0, 9.0)).expand(128, 8))
+    torch.testing.assert_close(m.D, torch.ones(128))
+    dt = torch.nn.functional.softplus(m.dt_proj.bias.detach())
+    assert (dt >= dt_min * (1 - 1e-4)).all() and (dt <= dt_max * (1 + 1e-4)).all()
+    bound = m.dt_rank**-0.5
+    assert m.dt_proj.weight.abs().max() <= bound
+    assert m.A_log._no_weight_decay and m.D._no_weight_decay and m.dt_proj.bias._no_reinit
+    # the floor applies when dt_min is below it; "constant" dt_init fills the weight
+    m = MambaMixer(d_model=16, dt_min=1e-6, dt_max=2e-6, dt_init="constant")
+    torch.testing.assert_close(torch.nn.functional.softplus(m.dt_proj.bias.detach()), torch.full((32,), 1e-4))
+    torch.testing.assert_close(m.dt_proj.weight.detach(), torch.ones(32, 1))
+    # the flags survive dtype conversion
+    assert _mixer().A_log._no_weight_decay
+
+
+# -- scans --------------------------------------------------------------------------------------------
+
+
+def test_fast_scan_equals_loop_fp64():
+    ins = _scan_inputs()
+    y_ref = selective_scan_ref(*ins)
+    y = selective_scan(*ins)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    gy = torch.randn_like(y)
+    g_ref = torch.autograd.grad(y_ref, ins, gy)
+    g = torch.autograd.grad(y, ins, gy)
+    for name, a, b in zip("u delta A B C D".split(), g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"grad {name}")
+    with torch.no_grad():  # the no-grad path skips storing states
+        torch.testing.assert_close(selective_scan(*ins), y_ref.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_fast_scan_gradcheck():
+    ins = [x.detach()[:2, :5].clone().requires_grad_() if x.dim() == 3 else x for x in _scan_inputs(d=4, n=3)]
+    assert torch.autograd.gradcheck(selective_scan, ins)
+
+
+def test_fast_scan_fp32_close_to_fp64_loop():
+    ins64 = _scan_inputs(b=4, L=40, d=16, n=8, seed=1)
+    ins32 = [x.detach().float().requires_grad_() for x in ins64]
+    y64 = selective_scan_ref(*ins64)
+    y32 = selective_scan(*ins32)
+    assert y32.dtype == torch.float32
+    torch.testing.assert_close(y32.double(), y64, rtol=1e-4, atol=1e-4)
+    g64 = torch.autograd.grad(y64.sum(), ins64)
+    g32 = torch.autograd.grad(y32.sum(), ins32)
+    for a, b in zip(g32, g64):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-3)
+
+
+def test_scan_bf16_inputs_compute_in_fp32():
+    ins = [x.detach() for x in _scan_inputs(dtype=torch.float32)]
+    y = selective_scan(*(x.bfloat16() for x in ins))
+    assert y.dtype == torch.bfloat16
+    ref = selective_scan_ref(*(x.bfloat16().float() for x in ins))
+    torch.testing.assert_close(y.float(), ref, rtol=2e-2, atol=2e-2)
+
+
+# -- mixer --------------------------------------------------------------------------------------------
+
+
+def test_mixer_forward_equals_step():
+    m = _mixer()
+    x = torch.randn(3, 12, 16, dtype=F64)
+    y = m(x)
+    assert y.shape == x.shape and m.last_path == "torch"
+    conv_state, ssm_state = m.allocate_inference_cache(3)
+    assert conv_state.shape == (3, 32, 4) and ssm_state.shape == (3, 32, 4) and conv_state.dtype == F64
+    steps = []
+    for t in range(12):
+        out, conv_state, ssm_state = m.step(x[:, t : t + 1], conv_state, ssm_state)
+        steps.append(out)
+    torch.testing.assert_close(torch.cat(steps, dim=1), y, rtol=1e-12, atol=1e-12)
+
+
+def test_mixer_fast_scan_equals_reference_computation():
+    """The mixer (fast scan) against a direct transcription of the Mamba equations (loop scan)."""
+    m = _mixer()
+    x = torch.randn(2, 9, 16, dtype=F64)
+    xi, z = m.in_proj(x).chunk(2, dim=-1)
+    u = torch.nn.functional.silu(m.conv1d(xi.transpose(1, 2))[..., :9].transpose(1, 2))
+    dt, B, C = m.x_proj(u).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
+    delta = torch.nn.functional.softplus(m.dt_proj(dt))
+    y = selective_scan_ref(u, delta, -torch.exp(m.A_log), B, C, m.D) * torch.nn.functional.silu(z)
+    torch.testing.assert_close(m(x), m.out_proj(y), rtol=1e-12, atol=1e-12)
+
+
+def test_mixer_mask_all_true_equals_no_mask():
+    m = _mixer()
+    x = torch.randn(2, 7, 16, dtype=F64)
+    torch.testing.assert_close(m(x, torch.ones(2, 7, dtype=torch.bool)), m(x))
+
+
+# -- backbone -----------------------------------------------------------------------------------------
+
+
+def test_backbone_forward_equals_step():
+    net = _backbone(n_layer=3)
+    x = torch.randn(3, 10, 16, dtype=F64)
+    y = net(x)
+    state = net.init_state(3, device=x.device, dtype=x.dtype)
+    for t in range(10):
+        y_t, state = net.step(x[:, t], state)
+        torch.testing.assert_close(y_t, y[:, t], rtol=1e-12, atol=1e-12)
+
+
+def test_backbone_reset_state_restarts_rows():
+    net = _backbone()
+    x = torch.randn(2, 6, 16, dtype=F64)
+    state = net.init_state(2, dtype=F64)
+    for t in range(4):
+        _, state = net.step(x[:, t], state)
+    state = net.reset_state(state, torch.tensor([False, True]))
+    y0, state = net.step(x[:, 4], state)
+    y1, state = net.step(x[:, 5], state)
+    full = net(x)
+    torch.testing.assert_close(y1[0], full[0, 5])  # row 0 kept its history
+    restarted = net(x[1:, 4:])
+    torch.testing.assert_close(torch.stack([y0[1], y1[1]]), restarted[0])  # row 1 starts afresh
+
+
+def test_backbone_causal():
+    net = _backbone()
+    x = torch.randn(2, 12, 16, dtype=F64)
+    y = net(x)
+    for t in (0, 5, 10):
+        x2 = x.clone()
+        x2[:, t + 1 :] = torch.randn_like(x2[:, t + 1 :])
+        y2 = net(x2)
+        torch.testing.assert_close(y2[:, : t + 1], y[:, : t + 1], rtol=0, atol=0)
+        assert not torch.allclose(y2[:, t + 1 :], y[:, t + 1 :])
+
+
+def test_left_padding_is_exact():
+    net = _backbone(n_layer=3)
+    T, lengths = 10, [10, 6, 1]
+    real = [torch.randn(n, 16, dtype=F64) for n in lengths]
+    mask = torch.stack([torch.arange(T) >= T - n for n in lengths])  # (B, T), left padding
+
+    def padded(seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(len(lengths), T, 16, generator=g, dtype=F64) * 10
+        for i, r in enumerate(real):
+            x[i, T - len(r) :] = r
+        return x
+
+    y1, y2 = net(padded(1), mask), net(padded(2), mask)
+    torch.testing.assert_close(y1[mask], y2[mask], rtol=0, atol=0)  # padding content is irrelevant
+    for i, r in enumerate(real):
+        torch.testing.assert_close(y1[i, T - len(r) :], net(r[None])[0], rtol=1e-12, atol=1e-12)
+
+
+def test_backbone_gradients_flow_to_all_parameters():
+    net = _backbone()
+    net.train()
+    x = torch.randn(2, 8, 16, dtype=F64, requires_grad=True)
+    net(x, torch.ones(2, 8, dtype=torch.bool)).square().sum().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing and x.grad is not None
+
+
+# -- kernels and registry -----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(load_kernels() is not None, reason="mamba_ssm kernels are installed")
+def test_use_kernels_true_without_mamba_ssm_raises():
+    with pytest.raises(RuntimeError, match="mamba_ssm"):
+        MambaMixer(d_model=16, use_kernels=True)
+    with pytest.raises(RuntimeError, match="mamba_ssm"):
+        build_backbone("mamba", d_model=16, n_layer=1, use_kernels=True)
+
+
+def test_auto_mode_on_cpu_takes_torch_path():
+    torch.manual_seed(0)
+    m = MambaMixer(d_model=16)  # use_kernels=None
+    m(torch.randn(2, 5, 16))
+    assert m.last_path == "torch"
+
+
+def test_registry():
+    net = build_backbone("mamba", d_model=32, n_layer=2)
+    assert isinstance(net, MambaBackbone) and len(net.blocks) == 2
+    x = torch.randn(2, 6, 32)
+    assert net(x).shape == (2, 6, 32)
+    with pytest.raises(ValueError, match="valid backbones: .*mamba"):
+        build_backbone("no-such-backbone", d_model=32)
+
+
+# -- GPU (deselected by default; run with -m gpu on a CUDA machine with mamba_ssm) ---------------------
+
+needs_kernels = pytest.mark.skipif(
+    not torch.cuda.is_available() or load_kernels() is None, reason="needs CUDA and the mamba_ssm kernels"
+)
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_kernel_path_matches_torch_path():
+    torch.manual_seed(0)
+    m = MambaMixer(d_model=32, use_kernels=None).cuda()
+    x = torch.randn(4, 30, 32, device="cuda", requires_grad=True)
+    mask = torch.ones(4, 30, dtype=torch.bool, device="cuda")
+    mask[1, :7] = False
+    y_k = m(x, mask)
+    assert m.last_path == "kernel"
+    g_k = torch.autograd.grad(y_k.square().sum(), [x, *m.parameters()])
+    m.use_kernels = False
+    y_t = m(x, mask)
+    assert m.last_path == "torch"
+    g_t = torch.autograd.grad(y_t.square().sum(), [x, *m.parameters()])
+    torch.testing.assert_close(y_k, y_t, rtol=1e-3, atol=1e-4)
+    for a, b in zip(g_k, g_t):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.gpu
+@needs_kernels
+def test_state_dict_loads_into_mamba_ssm_and_matches():
+    from mamba_ssm import Mamba
+
+    torch.manual_seed(0)
+    ours = MambaMixer(d_model=32, use_kernels=False).cuda()
+    theirs = Mamba(d_model=32).cuda()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 20, 32, device="cuda")
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-3, atol=1e-4)
+    ours.load_state_dict(theirs.state_dict())
