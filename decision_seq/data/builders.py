@@ -226,6 +226,70 @@ def create_dataset_atomically(dataset_id: str, buffers: list[EpisodeBuffer], **c
 # --------------------------------------------------------------------------------------------------
 
 
+def _build_mixed_quality(
+    dataset_id: str,
+    env_id: str,
+    *,
+    expert: Callable[[np.ndarray], np.ndarray | int],
+    random_action: Callable[[np.random.Generator], np.ndarray | int],
+    finish_action: Callable[[np.ndarray | int, np.random.Generator], np.ndarray | int],
+    num_episodes: int,
+    seed: int,
+    num_reference_episodes: int,
+    progress: bool,
+    algorithm_name: str,
+    describe: Callable[[float, float], str],
+) -> minari.MinariDataset:
+    """The recipe shared by the built-in datasets: per episode a skill p ~ U(0, 1); each step acts with
+    `expert` with probability p, else `random_action`, then `finish_action` (noise, clipping).
+    ref_min_score = mean return of `random_action`, ref_max_score = mean return of the noiseless
+    expert, each over `num_reference_episodes` fixed-seed episodes. Reproducible: reset seeds
+    seed * 100_003 + i and a behaviour RNG seeded with `seed`. Loads instead if the id exists locally.
+    """
+    if dataset_exists_locally(dataset_id):
+        log.info("dataset %s exists locally; not rebuilding", dataset_id)
+        return minari.load_dataset(dataset_id)
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+
+    def random_policy(episode: int) -> Callable[[np.ndarray], np.ndarray | int]:
+        ref_rng = np.random.default_rng([_REFERENCE_SEED, episode])
+        return lambda obs: random_action(ref_rng)
+
+    ref_min = _mean_return(env_id, random_policy, num_reference_episodes)
+    ref_max = _mean_return(env_id, lambda _: expert, num_reference_episodes)
+
+    rng = np.random.default_rng(seed)
+    env = gym.make(env_id)
+    buffers = []
+    try:
+        for i in tqdm(range(num_episodes), desc=f"building {dataset_id}", unit="ep", disable=not progress):
+            skill = rng.uniform()
+
+            def behaviour(obs: np.ndarray, skill: float = skill) -> np.ndarray | int:
+                action = expert(obs) if rng.uniform() < skill else random_action(rng)
+                return finish_action(action, rng)
+
+            buffers.append(_rollout(env, behaviour, seed * 100_003 + i))
+    finally:
+        env.close()
+
+    return create_dataset_atomically(
+        dataset_id,
+        buffers,
+        env=env_id,
+        eval_env=env_id,  # recover_environment(eval_env=True) -> the env with its own TimeLimit
+        ref_min_score=ref_min,
+        ref_max_score=ref_max,
+        num_episodes_average_score=num_reference_episodes,  # minari records 100 unless told
+        algorithm_name=algorithm_name,
+        author=_AUTHOR,
+        author_email=_AUTHOR_EMAIL,
+        code_permalink=_CODE_PERMALINK,
+        description=describe(ref_min, ref_max),
+    )
+
+
 def build_pendulum_mixed(
     dataset_id: str = DEFAULT_DATASET_ID,
     num_episodes: int = 300,
@@ -239,57 +303,20 @@ def build_pendulum_mixed(
 
     Behaviour: per episode a skill p ~ U(0, 1); each step acts with the expert with probability p,
     else uniformly at random in [-2, 2], then adds N(0, action_noise^2) and clips to [-2, 2].
-    ref_min_score = mean return of the uniform random policy, ref_max_score = mean return of the
-    noiseless expert, each over `num_reference_episodes` fixed-seed episodes.
-    Reproducible: reset seeds seed * 100_003 + i and a behaviour RNG seeded with `seed`.
+    ref_min_score = uniform random policy, ref_max_score = noiseless expert (see _build_mixed_quality).
     """
-    if dataset_exists_locally(dataset_id):
-        log.info("dataset %s exists locally; not rebuilding", dataset_id)
-        return minari.load_dataset(dataset_id)
-    if num_episodes < 1:
-        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
-    env_id = "Pendulum-v1"
     low, high = -_PENDULUM_MAX_TORQUE, _PENDULUM_MAX_TORQUE
 
-    def random_policy(episode: int) -> Callable[[np.ndarray], np.ndarray]:
-        rng = np.random.default_rng([_REFERENCE_SEED, episode])
-        return lambda obs: rng.uniform(low, high, size=1).astype(np.float32)
+    def finish(action, rng):
+        return np.clip(action + rng.normal(0.0, action_noise, size=1), low, high).astype(np.float32)  # (1,)
 
-    ref_min = _mean_return(env_id, random_policy, num_reference_episodes)
-    ref_max = _mean_return(env_id, lambda _: pendulum_expert_action, num_reference_episodes)
-
-    rng = np.random.default_rng(seed)
-    env = gym.make(env_id)
-    buffers = []
-    try:
-        for i in tqdm(range(num_episodes), desc=f"building {dataset_id}", unit="ep", disable=not progress):
-            skill = rng.uniform()
-
-            def behaviour(obs: np.ndarray, skill: float = skill) -> np.ndarray:
-                if rng.uniform() < skill:
-                    action = pendulum_expert_action(obs)
-                else:
-                    action = rng.uniform(low, high, size=1)
-                action = action + rng.normal(0.0, action_noise, size=1)
-                return np.clip(action, low, high).astype(np.float32)  # (1,)
-
-            buffers.append(_rollout(env, behaviour, seed * 100_003 + i))
-    finally:
-        env.close()
-
-    return create_dataset_atomically(
-        dataset_id,
-        buffers,
-        env=env_id,
-        eval_env=env_id,  # recover_environment(eval_env=True) -> Pendulum-v1 with its 200-step TimeLimit
-        ref_min_score=ref_min,
-        ref_max_score=ref_max,
-        num_episodes_average_score=num_reference_episodes,  # minari records this even when scores are given
+    return _build_mixed_quality(
+        dataset_id, "Pendulum-v1", expert=pendulum_expert_action,
+        random_action=lambda rng: rng.uniform(low, high, size=1).astype(np.float32),
+        finish_action=finish, num_episodes=num_episodes, seed=seed,
+        num_reference_episodes=num_reference_episodes, progress=progress,
         algorithm_name="mixed: per-episode skill p~U(0,1) blends swing-up/LQR expert with uniform random actions",
-        author=_AUTHOR,
-        author_email=_AUTHOR_EMAIL,
-        code_permalink=_CODE_PERMALINK,
-        description=(
+        describe=lambda ref_min, ref_max: (
             f"Pendulum-v1, {num_episodes} episodes (seed {seed}). Each episode draws a skill p ~ U(0, 1); each "
             f"step acts with a hand-coded expert (energy-pumping swing-up + LQR stabilizer) with probability p, "
             f"else uniformly at random, plus N(0, {action_noise}^2) action noise, clipped to [-2, 2]. "
@@ -313,47 +340,12 @@ def build_cartpole_mixed(
     probability p, else a uniformly random one. Episodes end by termination (pole falls) or by the
     500-step truncation, so both flags occur. Reference scores: random policy and heuristic.
     """
-    if dataset_exists_locally(dataset_id):
-        log.info("dataset %s exists locally; not rebuilding", dataset_id)
-        return minari.load_dataset(dataset_id)
-    if num_episodes < 1:
-        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
-    env_id = "CartPole-v1"
-
-    def random_policy(episode: int) -> Callable[[np.ndarray], int]:
-        rng = np.random.default_rng([_REFERENCE_SEED, episode])
-        return lambda obs: int(rng.integers(2))
-
-    ref_min = _mean_return(env_id, random_policy, num_reference_episodes)
-    ref_max = _mean_return(env_id, lambda _: cartpole_expert_action, num_reference_episodes)
-
-    rng = np.random.default_rng(seed)
-    env = gym.make(env_id)
-    buffers = []
-    try:
-        for i in tqdm(range(num_episodes), desc=f"building {dataset_id}", unit="ep", disable=not progress):
-            skill = rng.uniform()
-
-            def behaviour(obs: np.ndarray, skill: float = skill) -> int:
-                return cartpole_expert_action(obs) if rng.uniform() < skill else int(rng.integers(2))
-
-            buffers.append(_rollout(env, behaviour, seed * 100_003 + i))
-    finally:
-        env.close()
-
-    return create_dataset_atomically(
-        dataset_id,
-        buffers,
-        env=env_id,
-        eval_env=env_id,
-        ref_min_score=ref_min,
-        ref_max_score=ref_max,
-        num_episodes_average_score=num_reference_episodes,
+    return _build_mixed_quality(
+        dataset_id, "CartPole-v1", expert=cartpole_expert_action,
+        random_action=lambda rng: int(rng.integers(2)), finish_action=lambda action, rng: action,
+        num_episodes=num_episodes, seed=seed, num_reference_episodes=num_reference_episodes, progress=progress,
         algorithm_name="mixed: per-episode skill p~U(0,1) blends a linear-feedback heuristic with random actions",
-        author=_AUTHOR,
-        author_email=_AUTHOR_EMAIL,
-        code_permalink=_CODE_PERMALINK,
-        description=(
+        describe=lambda ref_min, ref_max: (
             f"CartPole-v1, {num_episodes} episodes (seed {seed}); per-episode skill p ~ U(0, 1) mixes a "
             f"linear-feedback heuristic (probability p) with uniformly random actions. ref_min_score: random "
             f"policy ({ref_min:.1f}); ref_max_score: heuristic ({ref_max:.1f}); {num_reference_episodes} episodes each."
