@@ -133,7 +133,8 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
         per_target = rollout(model, episodes.make_eval_env, targets=targets,
                              episodes=cfg.eval.episodes, context_len=K, obs_mean=episodes.obs_mean,
                              obs_std=episodes.obs_std, rtg_scale=cfg.dataset.rtg_scale, seed=cfg.seed * 10_000,
-                             num_envs=cfg.eval.num_envs, device=device, progress=cfg.eval.progress)
+                             num_envs=cfg.eval.num_envs, device=device, progress=cfg.eval.progress,
+                             mode=cfg.eval.mode)
         record = eval_record(step, per_target, episodes.normalized_score if episodes.has_reference_scores else None)
         record["wall_sec"] = time.perf_counter() - t0
         record["metrics"]["perf/eval_sec"] = record["wall_sec"]
@@ -230,7 +231,7 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict:
                          episodes=cfg.eval.episodes, context_len=int(ckpt["context_len"]),
                          obs_mean=norm["obs_mean"].cpu().numpy(), obs_std=norm["obs_std"].cpu().numpy(),
                          rtg_scale=norm["rtg_scale"], seed=cfg.seed * 10_000, num_envs=cfg.eval.num_envs,
-                         device=device, progress=cfg.eval.progress)
+                         device=device, progress=cfg.eval.progress, mode=cfg.eval.mode)
     record = eval_record(int(ckpt["step"]), per_target, episodes.normalized_score if episodes.has_reference_scores else None)
     final, _ = summarize([record])
     results = {

@@ -134,3 +134,11 @@ def test_missing_dataset_clear_error(tmp_path):
     assert proc.returncode == 2
     out = proc.stdout + proc.stderr
     assert "mujoco/nowhere/none-v0" in out and "dataset.download=true" in out
+
+
+def test_bf16_autocast_on_cpu(pendulum_dataset_id, tmp_path):
+    run = tmp_path / "bf16"
+    cli("train", "model=dmamba", "trainer.steps=6", "trainer.bf16=true", "eval.every=0", "logger=none",
+        f"hydra.run.dir={run}", *TINY)
+    res = read_results(run)
+    assert res["status"] == "completed" and res["config"]["trainer"]["bf16"] is True

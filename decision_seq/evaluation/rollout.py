@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+EVAL_MODES = ("window",)  # the model sees the last K steps, exactly as in training
+
 
 def rollout(
     model,
@@ -33,6 +35,7 @@ def rollout(
     max_episode_steps: int | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    mode: str = "window",
 ) -> dict[float, dict[str, list]]:
     """Run `episodes` episodes for each target return; returns {target: {returns, lengths, seeds}}.
 
@@ -40,6 +43,8 @@ def rollout(
     env's own time limit, or at `max_episode_steps` (default: the env spec's, else the model's
     timestep embedding size) as a hard cap.
     """
+    if mode not in EVAL_MODES:
+        raise ValueError(f"eval.mode={mode!r} is not available; valid modes: {', '.join(EVAL_MODES)}")
     if episodes < 1:
         raise ValueError(f"eval.episodes must be >= 1, got {episodes}")
     if not targets:
