@@ -192,7 +192,7 @@ class Trainer:
                         "perf/sample_fraction": self.sample_time / max(self.train_time, 1e-9),
                         "perf/wall_sec": time.perf_counter() - window_t0,
                     }
-                    bar.set_postfix(loss=f"{loss:.4f}", sps=f"{sps:.1f}")
+                    bar.set_postfix(loss=f"{loss:.4f}", sps=f"{sps:.1f}", refresh=False)
                     if self.logger is not None:
                         self.logger.log(metrics, step=self.step)
                     acc.zero_()
