@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -68,6 +69,10 @@ def load_kernels() -> Kernels | None:
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except (ImportError, OSError):  # not installed, or built against another torch / CUDA
+        return None
+    except Exception as err:  # a broken install of one of its optional dependencies: fall back, say so
+        warnings.warn(f"mamba_ssm is installed but failed to import ({type(err).__name__}: {err}); "
+                      "using the pure-PyTorch Mamba path", stacklevel=2)
         return None
     try:
         from causal_conv1d import causal_conv1d_fn
