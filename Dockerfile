@@ -6,7 +6,7 @@
 #
 # Volumes: /data/minari (Minari datasets, MINARI_DATASETS_PATH) and /outputs (the working dir: runs land
 # in /outputs/outputs/ and sweeps in /outputs/multirun/). WANDB_API_KEY is only ever passed at run time.
-# See docs/gpu.md.
+# See the README section "GPU and Docker".
 
 # The CUDA toolkit (nvcc) must have the major version torch was built with: the default PyPI wheel of
 # torch 2.13.0 requires cuda-toolkit==13.0.3 (its wheel metadata), hence CUDA 13.0. For a CUDA 12 build,

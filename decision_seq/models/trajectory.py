@@ -66,6 +66,13 @@ class TrajectoryModel(nn.Module):
         tokens = torch.stack((r, s, a), dim=2).reshape(B, 3 * K, self.embed_dim)  # (B, 3K, D)
         return self.embed_drop(self.embed_ln(tokens))
 
+    def embed_token(self, kind: str, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """One token of one step, as `embed` makes it: kind "return" (x (B, 1)), "state" (x (B, S)) or
+        "action" (x (B, A), or (B,) int for discrete), timesteps (B,) -> (B, D). For incremental inference."""
+        layer = {"return": self.embed_return, "state": self.embed_state, "action": self.embed_action}[kind]
+        time = self.embed_timestep(timesteps.clamp(max=self.max_ep_len - 1))  # (B, D)
+        return self.embed_drop(self.embed_ln(layer(x) + time))
+
     def head(self, h_state: torch.Tensor) -> torch.Tensor:
         """Hidden states of state tokens (..., D) -> actions (..., A) or logits (..., n)."""
         out = self.predict_action(h_state)

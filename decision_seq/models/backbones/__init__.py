@@ -6,6 +6,8 @@ incremental inference:
     forward(x: (B, T, D), mask: (B, T) bool | None) -> (B, T, D)   # mask True = real token
     init_state(batch_size, device, dtype) -> state
     step(x_t: (B, D), state) -> (y_t: (B, D), state)
+    constant_time_step: bool class attribute, True when `step` costs O(1) per token (a recurrent
+        backbone such as Mamba): only those run evaluation's "recurrent" mode
 
 Adding a backbone is one module in this package (decorate its class with `@register_backbone("name")`)
 plus one YAML file under conf/model/; modules here are imported automatically.

@@ -436,6 +436,8 @@ class MambaBackbone(nn.Module):
     of a step size in [0.001, 0.1]), undoing the init mamba_ssm takes care to set up.
     """
 
+    constant_time_step = True  # `step` is O(1) per token: evaluation can run it over a whole episode
+
     def __init__(self, d_model: int, n_layer: int = 3, dropout: float = 0.1, d_state: int = 16, d_conv: int = 4,
                  expand: int = 2, use_kernels: bool | None = None):
         super().__init__()
