@@ -14,6 +14,11 @@ from omegaconf import DictConfig
 
 log = logging.getLogger("decision_seq")
 
+# Exit codes (README: "Resuming, preemption and exit codes").
+EXIT_BAD_INPUT = 2  # a known input error, one line
+EXIT_NONFINITE = 3  # NaN/inf loss or gradient norm; checkpoints/last.pt is the last good state
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving checkpoints/last.pt; relaunch to resume
+
 USAGE = """usage: decision-seq <command> [key=value ...] [-m] [--help]
 
 Return-conditioned sequence models (Decision Transformer, Decision Mamba) on Minari datasets.
@@ -38,15 +43,21 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _guarded(fn, cfg: DictConfig):
-    """Known input errors end a single run with one clear line and exit code 2; in a sweep they are
-    re-raised so Hydra records the job as failed and the other jobs go on."""
+    """Known input errors end a single run with one clear line and exit code 2, a non-finite loss with
+    exit code 3; in a sweep they are re-raised so Hydra records the job as failed and the other jobs go
+    on. A stop signal ends the process (a sweep included) with exit code 75 after the checkpoint."""
+    from decision_seq.training.trainer import NonFiniteError, TrainingPreempted
+
     try:
         return fn(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except _user_errors() as err:
+    except TrainingPreempted as err:
+        log.warning("%s", err)
+        sys.exit(EXIT_PREEMPTED)
+    except (*_user_errors(), NonFiniteError) as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
         log.error("%s", err)
-        sys.exit(2)
+        sys.exit(EXIT_NONFINITE if isinstance(err, NonFiniteError) else EXIT_BAD_INPUT)
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")

@@ -42,8 +42,18 @@ class WandbLogger:
             raise ValueError(f"logger.mode={mode!r} is not a wandb mode; valid: online, offline, disabled")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=project, entity=entity, config=config, dir=str(out_dir), name=name,
-                              group=group, tags=tags, mode=mode, reinit="finish_previous")
+        kwargs = dict(project=project, entity=entity, config=config, dir=str(out_dir), name=name, group=group,
+                      tags=tags, reinit="finish_previous")
+        try:
+            self.run = wandb.init(mode=mode, **kwargs)
+        except Exception as err:  # no network, no API key, server down: training never dies for logging
+            if mode != "online":
+                raise
+            log.warning("wandb online init failed (%s: %s); logging offline instead, upload later with `wandb sync`",
+                        type(err).__name__, err)
+            mode = "offline"
+            self.run = wandb.init(mode=mode, **kwargs)
+        self.mode = mode
         self.run_dir = Path(self.run.dir).parent if mode != "disabled" else None
 
     def log(self, metrics: dict, step: int) -> None:

@@ -23,7 +23,7 @@ from decision_seq.results import RESULTS_FILE, eval_record, git_commit, summariz
 from decision_seq.report import print_results_table
 from decision_seq.tracking import make_logger
 from decision_seq.training.checkpoint import CheckpointError, load_checkpoint
-from decision_seq.training.trainer import Trainer, resolve_device
+from decision_seq.training.trainer import NonFiniteError, Trainer, TrainingPreempted, resolve_device
 
 log = logging.getLogger("decision_seq")
 
@@ -39,6 +39,20 @@ def default_targets(episodes: EpisodeSet) -> list[float]:
     the mean and the best (works for negative returns too)."""
     r = episodes.episode_returns
     return [float(r.max()), float((r.max() + r.mean()) / 2)]
+
+
+def check_targets(targets: list[float], episodes: EpisodeSet) -> list[str]:
+    """Warnings for return targets the dataset cannot support: below its worst episode return, or above
+    its best by more than max(|best|, best - worst) (2x the best return for positive-return datasets)."""
+    r = episodes.episode_returns
+    lo, hi = float(r.min()), float(r.max())
+    ceiling = hi + max(abs(hi), hi - lo)
+    out = []
+    for t in targets:
+        if t < lo or t > ceiling:
+            out.append(f"eval target {t:g} is outside what dataset {episodes.dataset_id!r} supports (episode returns "
+                       f"{lo:.4g} to {hi:.4g}; sensible targets lie in [{lo:.4g}, {ceiling:.4g}])")
+    return out
 
 
 def model_kwargs_for(net_cfg: dict, episodes: EpisodeSet, max_ep_len: int) -> dict:
@@ -93,6 +107,8 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
              cfg.dataset.id, episodes.num_episodes, episodes.num_steps, data_summary["return_mean"],
              data_summary.get("normalized_score_mean"))
     targets = list(cfg.eval.targets) if cfg.eval.targets is not None else default_targets(episodes)
+    for warning in check_targets(targets, episodes):
+        log.warning("%s", warning)
     max_ep_len = max(episodes.max_episode_length, _env_limit(episodes) or 0)
     K = int(cfg.model.context_len)
     sampler = SequenceSampler(episodes, context_len=K, batch_size=cfg.trainer.batch_size,
@@ -156,7 +172,7 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
         warmup_steps=tc.warmup_steps, grad_clip=tc.grad_clip, device=device, bf16=tc.bf16, compile=tc.compile,
         log_every=tc.log_every, eval_every=cfg.eval.every, checkpoint_every=tc.checkpoint_every,
         checkpoint_dir=out_dir / "checkpoints", keep_checkpoints=tc.keep_checkpoints, logger=logger,
-        evaluate=evaluate, progress=tc.progress,
+        evaluate=evaluate, progress=tc.progress, skip_nonfinite=tc.skip_nonfinite, stop_signals=list(tc.stop_signals),
         checkpoint_extra={"model_target": model_target, "model_kwargs": model_kwargs, "config": config, "backbone": model.backbone_name,
                           "normalization": {"obs_mean": torch.as_tensor(episodes.obs_mean),
                                             "obs_std": torch.as_tensor(episodes.obs_std),
@@ -174,7 +190,19 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
             log.info("resumed from %s at step %d of %d", ckpt_path, trainer.step, tc.steps)
 
         # Train (evaluations happen inside, and always at the last step)
-        evaluations = trainer.fit()
+        try:
+            evaluations = trainer.fit()
+        except (TrainingPreempted, NonFiniteError) as err:
+            # Keep what finished: status, evaluations so far, and the checkpoint a relaunch resumes from.
+            preempted = isinstance(err, TrainingPreempted)
+            results.update(status="preempted" if preempted else "failed", error=str(err), steps=trainer.step,
+                           wall_time_sec=time.time() - t_start, train_time_sec=trainer.train_time,
+                           nonfinite_skips=trainer.nonfinite_skips, evaluations=trainer.evaluations,
+                           checkpoint=str(out_dir / "checkpoints" / "last.pt"))
+            if preempted:
+                results["signal"] = err.signal_name
+            write_json_atomic(out_dir / RESULTS_FILE, results)
+            raise
 
         # Results
         final, best = summarize(evaluations)
@@ -183,7 +211,7 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
             status="completed", steps=trainer.step, wall_time_sec=wall, train_time_sec=trainer.train_time,
             throughput={"steps_per_sec": trainer.step / max(trainer.train_time, 1e-9) if trainer.train_time else None,
                         "sample_fraction": trainer.sample_time / max(trainer.train_time, 1e-9)},
-            evaluations=evaluations, final=final, best=best,
+            evaluations=evaluations, final=final, best=best, nonfinite_skips=trainer.nonfinite_skips,
             checkpoint=str(out_dir / "checkpoints" / "last.pt"),
         )
         write_json_atomic(out_dir / RESULTS_FILE, results)

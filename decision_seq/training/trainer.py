@@ -3,12 +3,19 @@
 DT recipe (Chen et al. 2021): AdamW, linear warmup, grad-norm clipping, action MSE (cross-entropy for
 discrete actions). Adds bf16 autocast and `torch.compile` switches, periodic evaluation, periodic
 atomic checkpoints holding everything needed to resume exactly, and throughput metrics.
+
+Faults: a stop signal (SIGTERM, SIGINT, SIGUSR1 by default) only sets a flag; at the next step
+boundary the trainer writes checkpoints/last.pt and raises `TrainingPreempted`. A non-finite loss or
+gradient norm raises `NonFiniteError` naming the step (the last checkpoint stays the last good one),
+or, with `skip_nonfinite=True`, drops that update and counts it.
 """
 
 from __future__ import annotations
 
-import math
+import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +25,44 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from decision_seq.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+
+
+class TrainingPreempted(Exception):
+    """A stop signal arrived; training stopped at a step boundary after saving `checkpoint`."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None):
+        self.signal_name, self.step, self.checkpoint = signal.Signals(signum).name, step, checkpoint
+        where = f"saved {checkpoint}" if checkpoint is not None else "no checkpoint dir, nothing saved"
+        super().__init__(f"{self.signal_name} received: stopped at step {step} ({where}); "
+                         "relaunch the same run to continue")
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or gradient norm was NaN/inf at `step`; the model was not updated with it."""
+
+    def __init__(self, step: int, loss: float, grad_norm: float):
+        self.step = step
+        super().__init__(f"non-finite training loss ({loss}) or gradient norm ({grad_norm}) at step {step}; "
+                         "the last checkpoint was kept, lower trainer.lr or set trainer.skip_nonfinite=true")
+
+
+def signal_numbers(names) -> list[int]:
+    """['SIGTERM', 'USR1', 15] -> signal numbers; an unknown name lists the valid ones."""
+    out = []
+    for name in names:
+        if isinstance(name, int):
+            out.append(int(signal.Signals(name)))
+            continue
+        key = str(name).upper()
+        key = key if key.startswith("SIG") else f"SIG{key}"
+        if key not in signal.Signals.__members__:
+            raise ValueError(f"unknown signal {name!r} in trainer.stop_signals; valid e.g. SIGTERM, SIGINT, SIGUSR1, SIGUSR2")
+        out.append(int(signal.Signals[key]))
+    return out
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -78,6 +123,8 @@ class Trainer:
         evaluate: Callable[[int], dict] | None = None,
         checkpoint_extra: dict | None = None,
         progress: bool = True,
+        skip_nonfinite: bool = False,
+        stop_signals=DEFAULT_STOP_SIGNALS,
     ):
         if steps < 1:
             raise ValueError(f"trainer.steps must be >= 1, got {steps}")
@@ -88,6 +135,11 @@ class Trainer:
         self.checkpoint_every, self.checkpoint_dir, self.keep_checkpoints = checkpoint_every, checkpoint_dir, keep_checkpoints
         self.logger, self.evaluate, self.progress = logger, evaluate, progress
         self.checkpoint_extra = checkpoint_extra or {}
+        self.skip_nonfinite = skip_nonfinite
+        self.stop_signals = signal_numbers(stop_signals)
+        self.stop_requested: int | None = None  # signal number, set by the handler
+        self.nonfinite_skips = 0
+        self._bad_step = self._bad_stats = None  # CUDA fail mode: device-side first-bad-step flag (see _train_step)
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, fused=fused)
         warmup = max(1, warmup_steps)
@@ -110,6 +162,7 @@ class Trainer:
             "rng": rng_state(),
             "evaluations": self.evaluations,
             "train_time": self.train_time,
+            "nonfinite_skips": self.nonfinite_skips,
         }
 
     def load_state_dict(self, ckpt: dict) -> None:
@@ -121,6 +174,7 @@ class Trainer:
         self.step = int(ckpt["step"])
         self.evaluations = list(ckpt.get("evaluations", []))
         self.train_time = float(ckpt.get("train_time", 0.0))
+        self.nonfinite_skips = int(ckpt.get("nonfinite_skips", 0))
 
     def save(self, name: str | None = None) -> Path | None:
         if self.checkpoint_dir is None:
@@ -140,7 +194,15 @@ class Trainer:
         self.load_state_dict(load_checkpoint(path, map_location=self.device))
 
     # ------------------------------------------------------------------------------------------ loop
-    def _train_step(self) -> torch.Tensor:
+    def _train_step(self) -> torch.Tensor | None:
+        """One update; returns (loss, grad-norm) on the device, or None when a non-finite update was skipped.
+
+        Finiteness is checked before `optimizer.step()`, so a NaN never reaches the weights. On CPU (and
+        with skip_nonfinite on CUDA, which needs the answer now) this is a per-step `.item()`: free on
+        CPU, one host sync on CUDA. Otherwise on CUDA the check is deferred: a device-side flag records
+        the first bad step without a sync and `_check_deferred` reads it at log intervals and before
+        every checkpoint/evaluation, so a poisoned model is never saved.
+        """
         t0 = time.perf_counter()
         batch = self.sampler.sample()
         self.sample_time += time.perf_counter() - t0
@@ -149,9 +211,51 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        stats = torch.stack((loss.detach().float(), grad_norm.detach().float()))  # (2,)
+        finite = torch.isfinite(stats).all()
+        if self.device.type != "cuda" or self.skip_nonfinite:
+            if not finite.item():
+                if not self.skip_nonfinite:
+                    loss_v, gnorm_v = stats.tolist()
+                    raise NonFiniteError(self.step + 1, loss_v, gnorm_v)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()  # the step counts (schedule and step stay aligned), the update does not
+                self.nonfinite_skips += 1
+                log.warning("non-finite loss or gradient norm at step %d: update skipped (%d so far)",
+                            self.step + 1, self.nonfinite_skips)
+                return None
+        else:
+            # first bad step (1-based), 0 while all finite; no host sync
+            self._bad_step = torch.where(finite | (self._bad_step > 0), self._bad_step,
+                                         torch.full_like(self._bad_step, self.step + 1))
+            self._bad_stats = torch.where(finite | (self._bad_step != self.step + 1), self._bad_stats, stats)
         self.optimizer.step()
         self.scheduler.step()
-        return torch.stack((loss.detach().float(), grad_norm.detach().float()))
+        return stats
+
+    def _check_deferred(self) -> None:
+        """CUDA fail mode: raise if the device-side flag saw a non-finite step (one host sync)."""
+        if self._bad_step is None:
+            return
+        bad = int(self._bad_step.item())
+        if bad:
+            loss_v, gnorm_v = self._bad_stats.tolist()
+            raise NonFiniteError(bad, loss_v, gnorm_v)
+
+    # --------------------------------------------------------------------------------------- signals
+    def _on_signal(self, signum, frame) -> None:
+        if self.stop_requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the checkpoint
+        self.stop_requested = signum
+        # no I/O or logging here: a handler can run in the middle of anything; fit() reports it
+
+    def _install_handlers(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signal.signal only works in the main thread; elsewhere the caller owns signals
+        previous = {}
+        for signum in self.stop_signals:
+            previous[signum] = signal.signal(signum, self._on_signal)
+        return previous
 
     def _run_eval(self) -> None:
         if self.evaluate is None:
@@ -164,7 +268,13 @@ class Trainer:
             self.logger.log(record.get("metrics", {}), step=self.step)
 
     def fit(self) -> list[dict]:
+        """Train to `steps`; raises TrainingPreempted (after saving) on a stop signal, NonFiniteError on NaN/inf."""
         self.model.train()
+        self.stop_requested = None
+        deferred = self.device.type == "cuda" and not self.skip_nonfinite
+        self._bad_step = torch.zeros((), dtype=torch.long, device=self.device) if deferred else None
+        self._bad_stats = torch.zeros(2, device=self.device) if deferred else None
+        previous = self._install_handlers()
         bar = tqdm(total=self.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not self.progress, mininterval=0.5 if sys.stderr.isatty() else 10.0)
         acc = torch.zeros(2, device=self.device)  # running (loss, grad-norm) sums: no host sync per step
@@ -172,22 +282,24 @@ class Trainer:
         try:
             while self.step < self.steps:
                 t0 = time.perf_counter()
-                acc += self._train_step()
+                stats = self._train_step()
                 self.step += 1
-                n_acc += 1
+                if stats is not None:
+                    acc += stats
+                    n_acc += 1
                 if self.device.type == "cuda" and self.step % self.log_every == 0:
                     torch.cuda.synchronize()
                 self.train_time += time.perf_counter() - t0
                 bar.update(1)
                 if self.step % self.log_every == 0 or self.step == self.steps:
-                    loss, gnorm = (acc / n_acc).tolist()
-                    if not math.isfinite(loss):
-                        raise FloatingPointError(f"non-finite training loss {loss} at step {self.step}")
+                    self._check_deferred()
+                    loss, gnorm = (acc / max(n_acc, 1)).tolist() if n_acc else (float("nan"), float("nan"))
                     sps = n_acc / max(self.train_time - window_train, 1e-9)
                     metrics = {
                         "train/loss": loss,
                         "train/grad_norm": gnorm,
                         "train/lr": self.scheduler.get_last_lr()[0],
+                        "train/nonfinite_skips": self.nonfinite_skips,
                         "perf/steps_per_sec": sps,
                         "perf/sample_fraction": self.sample_time / max(self.train_time, 1e-9),
                         "perf/wall_sec": time.perf_counter() - window_t0,
@@ -198,12 +310,25 @@ class Trainer:
                     acc.zero_()
                     n_acc, window_train = 0, self.train_time
                 if self.eval_every and self.step % self.eval_every == 0 and self.step < self.steps:
+                    self._check_deferred()
                     self._run_eval()
+                saved = False
                 if self.checkpoint_every and self.step % self.checkpoint_every == 0 and self.step < self.steps:
+                    self._check_deferred()
                     self.save()
+                    saved = True
+                if self.stop_requested is not None and self.step < self.steps:
+                    self._check_deferred()  # never checkpoint a poisoned model, even when preempted
+                    path = None if self.checkpoint_dir is None else Path(self.checkpoint_dir) / "last.pt"
+                    if not saved:
+                        self.save()
+                    raise TrainingPreempted(self.stop_requested, self.step, path)
+            self._check_deferred()
+            if not self.evaluations or self.evaluations[-1].get("step") != self.step:
+                self._run_eval()  # the final evaluation, at the last step (not repeated on a resumed finished run)
+            self.save()
         finally:
             bar.close()
-        if not self.evaluations or self.evaluations[-1].get("step") != self.step:
-            self._run_eval()  # the final evaluation, at the last step (not repeated on a resumed finished run)
-        self.save()
+            for signum, handler in previous.items():
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
         return self.evaluations

@@ -1,0 +1,214 @@
+"""Faults a long run meets: stop signals (preemption), NaN/inf losses, corrupt or foreign checkpoints,
+bad inputs, W&B without network. CLI cases run `decision-seq` in subprocesses; the numerical ones drive
+`Trainer` in-process with a tiny model and a sampler that injects NaN at chosen steps."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from decision_seq.training.trainer import NonFiniteError, Trainer, TrainingPreempted
+from test_train import TINY, cli, read_results
+
+
+# ------------------------------------------------------------------------------------ preemption
+def test_sigterm_checkpoints_exits_75_and_relaunch_completes(pendulum_dataset_id, tmp_path):
+    run = tmp_path / "preempt"
+    args = ["train", "trainer.steps=400", "trainer.checkpoint_every=20", "eval.every=0", "logger=none",
+            f"hydra.run.dir={run}", *TINY]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen([sys.executable, "-m", "decision_seq.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ckpts = run / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(ckpts.glob("step_*.pt")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 75, out
+    assert "SIGTERM received: stopped at step" in out
+    res = read_results(run)
+    saved = torch.load(ckpts / "last.pt", weights_only=True)["step"]
+    assert res["status"] == "preempted" and res["signal"] == "SIGTERM" and res["evaluations"] == []
+    assert 0 < res["steps"] == saved < 400
+    proc = cli(*args)  # the same output dir resumes from checkpoints/last.pt
+    assert f"resumed from {ckpts / 'last.pt'} at step {saved}" in proc.stderr + proc.stdout
+    res = read_results(run)
+    assert res["status"] == "completed" and res["steps"] == 400
+
+
+# -------------------------------------------------------------------------------- numerical faults
+class _Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 1)
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        return (self.lin(batch["x"]) ** 2).mean() * batch["scale"]
+
+
+class _NaNSampler:
+    """Batches whose loss is NaN at the given 1-based steps."""
+
+    def __init__(self, bad_steps=(), signal_at: int | None = None):
+        self.i, self.bad_steps, self.signal_at = 0, set(bad_steps), signal_at
+
+    def sample(self) -> dict:
+        self.i += 1
+        if self.i == self.signal_at:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        scale = float("nan") if self.i in self.bad_steps else 1.0
+        return {"x": torch.randn(4, 2), "scale": torch.tensor(scale)}
+
+    def state_dict(self) -> dict:
+        return {"i": self.i}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.i = state["i"]
+
+
+def _params_finite(model: nn.Module) -> bool:
+    return all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_nan_loss_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    trainer = Trainer(_Linear(), _NaNSampler(bad_steps={7}), steps=20, warmup_steps=1, log_every=5,
+                      checkpoint_every=2, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(NonFiniteError, match="at step 7;") as err:
+        trainer.fit()
+    assert err.value.step == 7 and _params_finite(trainer.model)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert last["step"] == 6 and all(torch.isfinite(v).all() for v in last["model"].values())
+
+
+def test_skip_nonfinite_counts_skips(tmp_path, caplog):
+    torch.manual_seed(0)
+    trainer = Trainer(_Linear(), _NaNSampler(bad_steps={3, 4, 9}), steps=12, warmup_steps=1, log_every=5,
+                      checkpoint_dir=tmp_path, progress=False, skip_nonfinite=True)
+    with caplog.at_level(logging.WARNING):
+        trainer.fit()
+    assert trainer.step == 12 and trainer.nonfinite_skips == 3 and _params_finite(trainer.model)
+    assert "step 9: update skipped (3 so far)" in caplog.text
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["nonfinite_skips"] == 3
+
+
+def test_nonfinite_cli_exit_code_and_results(pendulum_dataset_id, tmp_path):
+    run = tmp_path / "nan"
+    # grad_clip=nan scales every gradient to NaN: the weights go bad at step 1, the loss at step 2
+    proc = cli("train", "trainer.steps=6", "trainer.grad_clip=nan", "eval.every=0", "logger=none",
+               f"hydra.run.dir={run}", *TINY, check=False)
+    assert proc.returncode == 3
+    assert "non-finite training loss (nan) or gradient norm (nan) at step 2" in proc.stdout + proc.stderr
+    res = read_results(run)
+    assert res["status"] == "failed" and "at step 2" in res["error"]
+    assert not (run / "checkpoints" / "last.pt").exists()
+
+
+def test_signal_in_process_saves_and_restores_handlers(tmp_path):
+    before = signal.getsignal(signal.SIGUSR1)
+    trainer = Trainer(_Linear(), _NaNSampler(signal_at=5), steps=100, warmup_steps=1, checkpoint_dir=tmp_path,
+                      progress=False)
+    with pytest.raises(TrainingPreempted, match="SIGUSR1 received: stopped at step 5"):
+        trainer.fit()
+    assert signal.getsignal(signal.SIGUSR1) is before
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 5
+
+
+# ------------------------------------------------------------------------------------- bad inputs
+@pytest.fixture(scope="module")
+def dt_run(pendulum_dataset_id, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("dt_run")
+    cli("train", "trainer.steps=5", "eval.every=0", "logger=none", f"hydra.run.dir={run}", *TINY)
+    return run
+
+
+def _foreign(tmp: Path) -> str:
+    torch.save({"weights": torch.zeros(3)}, tmp / "foreign.pt")
+    return f"trainer.resume={tmp / 'foreign.pt'}"
+
+
+def _truncated(tmp: Path, dt_run: Path) -> str:
+    data = (dt_run / "checkpoints" / "last.pt").read_bytes()
+    (tmp / "truncated.pt").write_bytes(data[: len(data) // 2])
+    return f"trainer.resume={tmp / 'truncated.pt'}"
+
+
+BAD_INPUTS = {
+    "unknown backbone": (lambda tmp, run: "model.net.backbone=lstm",
+                         "unknown backbone 'lstm'; valid backbones: mamba, transformer"),
+    "other backbone's checkpoint": (lambda tmp, run: f"model=dmamba trainer.resume={run}",
+                                    "has backbone='transformer' but this run's model has backbone='mamba'"),
+    "other embed size's checkpoint": (lambda tmp, run: f"model.net.embed_dim=32 trainer.resume={run}",
+                                      "has embed_dim=16 but this run's model has embed_dim=32"),
+    "foreign checkpoint": (lambda tmp, run: _foreign(tmp), "is not a decision-seq checkpoint"),
+    "truncated checkpoint": (_truncated, "cannot be read safely"),
+    "resume=true without checkpoint": (lambda tmp, run: "trainer.resume=true", "there is no checkpoint at"),
+    "unknown stop signal": (lambda tmp, run: "trainer.stop_signals=[SIGFOO]", "unknown signal 'SIGFOO'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_one_line_exit_2(case, dt_run, tmp_path):
+    make_override, message = BAD_INPUTS[case]
+    overrides = make_override(tmp_path, dt_run).split()
+    # TINY first: the case's overrides win (Hydra applies the last value of a key)
+    proc = cli("train", "trainer.steps=5", "eval.every=0", "logger=none", f"hydra.run.dir={tmp_path / 'run'}",
+               *TINY, *overrides, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert message in out and "Traceback" not in out
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_empty_dataset_clear_error():
+    from decision_seq.data.episodes import episodes_from_arrays
+
+    with pytest.raises(ValueError, match="has no steps"):
+        episodes_from_arrays(observations=[np.zeros((1, 2))], actions=[np.zeros((0, 1))], rewards=[np.zeros(0)],
+                             dataset_id="empty")
+
+
+def test_target_outside_dataset_returns_warns():
+    from decision_seq.data.episodes import episodes_from_arrays
+    from decision_seq.train import check_targets
+
+    rewards = [np.full(10, 1.0), np.full(10, 3.0)]  # episode returns 10 and 30
+    eps = episodes_from_arrays(observations=[np.zeros((11, 2))] * 2, actions=[np.zeros((10, 1))] * 2,
+                               rewards=rewards, dataset_id="toy")
+    assert check_targets([10, 30, 60], eps) == []
+    warnings = check_targets([5, 61], eps)
+    assert len(warnings) == 2 and "sensible targets lie in [10, 60]" in warnings[0]
+
+
+def test_wandb_online_without_network_falls_back_to_offline(monkeypatch, tmp_path, caplog):
+    import wandb
+
+    from decision_seq.tracking import make_logger
+
+    modes = []
+
+    class FakeRun:
+        dir = str(tmp_path / "wandb" / "run" / "files")
+
+    def fake_init(mode, **kwargs):
+        modes.append(mode)
+        if mode == "online":
+            raise wandb.errors.CommError("network unreachable")
+        return FakeRun()
+
+    monkeypatch.setattr(wandb, "init", fake_init)
+    with caplog.at_level(logging.WARNING):
+        logger = make_logger("wandb", project="p", config={}, out_dir=tmp_path, mode="online")
+    assert modes == ["online", "offline"] and logger.mode == "offline"
+    assert caplog.text.count("logging offline instead") == 1
