@@ -75,5 +75,5 @@ def test_bad_eval_arguments():
         _run(_model(), episodes=0)
     with pytest.raises(ValueError, match="eval.targets"):
         _run(_model(), targets=[])
-    with pytest.raises(ValueError, match="eval.mode='sideways' is not available; valid modes: window"):
+    with pytest.raises(ValueError, match="eval.mode='sideways' is not available; valid modes: window, recurrent"):
         _run(_model(), mode="sideways")

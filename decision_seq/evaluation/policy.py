@@ -1,0 +1,116 @@
+"""SequencePolicy: return-conditioned action selection for a batch of environments, with inference state.
+
+Modes (`EVAL_MODES`):
+
+- "window" (default, exact): the action at step t is predicted from the last K steps (left-padded with
+  a mask while t < K), exactly what the model saw in training and what the official DT evaluation
+  does (Chen et al. 2021; Ota 2024 evaluates Decision Mamba the same way). While t < K the window is
+  the whole episode so far, and a backbone with incremental inference (`init_state`/`step`: the
+  transformer's KV cache, Mamba's conv/SSM states) is stepped token by token instead of recomputing
+  the window; this gives the same actions (float tolerance) because the windows are left-padded with
+  the padding masked out. From t = K on, each step recomputes the K-step window: dropping the
+  oldest tokens from a KV cache or an SSM state is not exact.
+- "recurrent" (backbones with `constant_time_step`, i.e. Mamba): every token R_t, s_t, a_t is fed
+  once through the backbone's O(1) `step`, carrying its states over the whole episode. Identical to
+  "window" while t < K; from t = K on the model sees a context longer than the K steps it was trained
+  on (a departure from both papers' evaluation, which the Decision Mamba paper's recurrent view of
+  the model invites; its effect on the score is measured, not assumed).
+
+In both modes the action a_t is read off the state token s_t's output. The window form feeds a zero
+placeholder action token after s_t, which a causal backbone never lets s_t see; the incremental form
+feeds the real action token a_t only after acting.
+
+All environments of the batch advance together from step 0 (the rollout's protocol: each
+sub-environment runs one counted episode). Rows of finished environments keep being fed and are
+ignored by the caller.
+"""
+
+from __future__ import annotations
+
+import torch
+
+EVAL_MODES = ("window", "recurrent")
+
+
+class SequencePolicy:
+    """Batched, stateful action selection for `model` (a TrajectoryModel) over `batch_size` environments.
+
+    Call `act(states, returns_to_go)` once per env step with normalized states (B, S) and scaled
+    returns-to-go (B, 1); it returns actions (B, A), or (B,) int for discrete action spaces.
+    `max_steps` bounds the episode length (window mode keeps the episode's history up to it).
+    `incremental=False` makes window mode recompute the window at every step (the reference form).
+    """
+
+    def __init__(self, model, *, batch_size: int, context_len: int, max_steps: int, mode: str = "window",
+                 incremental: bool = True, device: torch.device | str | None = None):
+        if mode not in EVAL_MODES:
+            raise ValueError(f"eval.mode={mode!r} is not available; valid modes: {', '.join(EVAL_MODES)}")
+        backbone = model.backbone
+        if mode == "recurrent" and not getattr(backbone, "constant_time_step", False):
+            raise ValueError(
+                f"eval.mode='recurrent' needs a backbone with an O(1) recurrent step (e.g. mamba); "
+                f"backbone {model.backbone_name!r} has none: use eval.mode=window"
+            )
+        param = next(model.parameters())
+        self.model, self.mode = model, mode
+        self.n, self.K, self.H = int(batch_size), int(context_len), int(max_steps)
+        self.device = param.device if device is None else torch.device(device)
+        self.dtype = param.dtype
+        self.t = 0
+        self.incremental = mode == "recurrent" or (incremental and hasattr(backbone, "step"))
+        self.state = backbone.init_state(self.n, device=self.device, dtype=self.dtype) if self.incremental else None
+        if mode == "window":
+            # Histories of the whole episode; the model reads the last K steps of them.
+            n, H, S = self.n, self.H, model.state_dim
+            self.states = torch.zeros(n, H, S, device=self.device, dtype=self.dtype)  # (n, H, S)
+            self.actions = (torch.zeros(n, H, dtype=torch.long, device=self.device) if model.discrete
+                            else torch.zeros(n, H, model.action_dim, device=self.device, dtype=self.dtype))
+            self.rtg = torch.zeros(n, H, 1, device=self.device, dtype=self.dtype)  # (n, H, 1)
+            self.timesteps = torch.arange(H, device=self.device).expand(n, H)  # (n, H)
+
+    @torch.no_grad()
+    def act(self, states: torch.Tensor, returns_to_go: torch.Tensor) -> torch.Tensor:
+        """states (B, S) normalized, returns_to_go (B, 1) scaled -> action for this step of every env."""
+        t = self.t
+        if self.mode == "window" and t >= self.H:
+            raise RuntimeError(f"episode longer than max_steps={self.H}")
+        states = states.to(self.device, self.dtype)
+        returns_to_go = returns_to_go.to(self.device, self.dtype)
+        if self.mode == "window":
+            self.states[:, t], self.rtg[:, t] = states, returns_to_go
+        if self.mode == "recurrent" or (self.incremental and t < self.K):
+            action = self._step(states, returns_to_go, t)
+        else:
+            win = slice(max(0, t + 1 - self.K), t + 1)
+            action = self.model.act(*_left_pad(self.K, self.states[:, win], self.actions[:, win],
+                                               self.rtg[:, win], self.timesteps[:, win]))
+        if self.mode == "window":
+            self.actions[:, t] = action
+        self.t += 1
+        return action
+
+    def _step(self, states, returns_to_go, t: int) -> torch.Tensor:
+        """Feed R_t and s_t, predict a_t from s_t's output, then feed the real a_t."""
+        model, backbone = self.model, self.model.backbone
+        ts = torch.full((self.n,), t, dtype=torch.long, device=self.device)  # (B,)
+        _, self.state = backbone.step(model.embed_token("return", returns_to_go, ts), self.state)
+        h, self.state = backbone.step(model.embed_token("state", states, ts), self.state)  # (B, D)
+        out = model.head(h)  # (B, A) or logits (B, n)
+        action = out.argmax(-1) if model.discrete else out
+        _, self.state = backbone.step(model.embed_token("action", action, ts), self.state)
+        return action
+
+
+def _left_pad(K: int, states, actions, rtg, timesteps):
+    """Left-pad windows shorter than K with zeros and return them with their mask, as in training."""
+    n, L = states.shape[:2]
+    mask = torch.ones(n, K, dtype=torch.bool, device=states.device)
+    if L == K:
+        return states, actions, rtg, timesteps, mask
+    pad = K - L
+    mask[:, :pad] = False
+
+    def lp(x):
+        return torch.cat([x.new_zeros((n, pad, *x.shape[2:])), x], dim=1)
+
+    return lp(states), lp(actions), lp(rtg), lp(timesteps), mask
