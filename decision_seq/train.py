@@ -22,7 +22,7 @@ from decision_seq.evaluation.rollout import rollout
 from decision_seq.results import RESULTS_FILE, eval_record, git_commit, summarize, versions, write_json_atomic
 from decision_seq.report import print_results_table
 from decision_seq.tracking import make_logger
-from decision_seq.training.checkpoint import CheckpointError, load_checkpoint
+from decision_seq.training.checkpoint import CheckpointError, load_checkpoint, remove_stale_temp_files
 from decision_seq.training.trainer import NonFiniteError, Trainer, TrainingPreempted, resolve_device
 
 log = logging.getLogger("decision_seq")
@@ -182,6 +182,8 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
 
     try:
         # Resume
+        for stale in remove_stale_temp_files(out_dir / "checkpoints"):
+            log.warning("removed %s, left by a process killed while writing a checkpoint", stale)
         ckpt_path = _resume_path(tc.resume, out_dir)
         if ckpt_path is not None:
             ckpt = load_checkpoint(ckpt_path, map_location=device)

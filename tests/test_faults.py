@@ -212,3 +212,48 @@ def test_wandb_online_without_network_falls_back_to_offline(monkeypatch, tmp_pat
         logger = make_logger("wandb", project="p", config={}, out_dir=tmp_path, mode="online")
     assert modes == ["online", "offline"] and logger.mode == "offline"
     assert caplog.text.count("logging offline instead") == 1
+
+
+def _wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and not predicate():
+        time.sleep(0.02)
+    assert predicate(), "the training process never reached the moment to kill it"
+
+
+@pytest.mark.parametrize("moment", ["before_first_checkpoint", "between_checkpoints", "during_checkpoint_write"])
+def test_sigkill_at_any_moment_then_relaunch_completes(moment, pendulum_dataset_id, tmp_path):
+    """SIGKILL leaves the previous good checkpoint (or none) intact; relaunching the same dir finishes."""
+    run = tmp_path / moment
+    ckpts = run / "checkpoints"
+    args = ["train", "trainer.steps=400", "trainer.checkpoint_every=20", "eval.every=0", "logger=none",
+            f"hydra.run.dir={run}", *TINY]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    if moment == "during_checkpoint_write":
+        env["DECISION_SEQ_TEST_SAVE_DELAY"] = "2"  # every save pauses between temp write and rename
+    proc = subprocess.Popen([sys.executable, "-m", "decision_seq.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if moment == "before_first_checkpoint":
+            _wait_for(lambda: (run / ".hydra").is_dir())
+        elif moment == "between_checkpoints":
+            _wait_for(lambda: bool(list(ckpts.glob("step_*.pt"))))
+        else:  # while last.pt is being replaced by the second checkpoint
+            _wait_for(lambda: (ckpts / "last.pt").exists() and bool(list(ckpts.glob(".last.pt.tmp*"))))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (run / "results.json").exists()
+    if moment == "during_checkpoint_write":
+        assert list(ckpts.glob(".last.pt.tmp*"))  # the torn write was never renamed over last.pt ...
+        assert torch.load(ckpts / "last.pt", weights_only=True)["step"] == 20  # ... which is the previous good one
+    saved = torch.load(ckpts / "last.pt", weights_only=True)["step"] if (ckpts / "last.pt").exists() else 0
+    assert 0 <= saved < 400
+    proc = cli(*args)  # same output dir: continues from checkpoints/last.pt, or starts over
+    out = proc.stdout + proc.stderr
+    if saved:
+        assert f"resumed from {ckpts / 'last.pt'} at step {saved}" in out
+    res = read_results(run)
+    assert res["status"] == "completed" and res["steps"] == 400
+    assert torch.load(ckpts / "last.pt", weights_only=True)["step"] == 400
+    assert not list(ckpts.glob(".*.tmp*"))  # the torn temp file was cleaned up

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 FORMAT = "decision-seq-checkpoint"
+# Test hook: seconds to wait between writing the temp file and renaming it, so a test can kill the
+# process in the middle of a checkpoint write. Unset in normal use.
+_SAVE_DELAY = float(os.environ.get("DECISION_SEQ_TEST_SAVE_DELAY", "0") or 0)
 VERSION = 1
 
 
@@ -29,9 +33,19 @@ def atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         torch.save(obj, tmp)
+        if _SAVE_DELAY:
+            time.sleep(_SAVE_DELAY)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temp_files(directory: Path) -> list[Path]:
+    """Delete temp files left by a process killed mid-write (never a finished checkpoint)."""
+    stale = [p for p in Path(directory).glob(".*.tmp*") if p.is_file()] if Path(directory).is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def rng_state() -> dict:
