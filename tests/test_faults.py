@@ -257,3 +257,16 @@ def test_sigkill_at_any_moment_then_relaunch_completes(moment, pendulum_dataset_
     assert res["status"] == "completed" and res["steps"] == 400
     assert torch.load(ckpts / "last.pt", weights_only=True)["step"] == 400
     assert not list(ckpts.glob(".*.tmp*"))  # the torn temp file was cleaned up
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupted_dataset_file_clear_error(damage, make_minari_dataset, minari_root):
+    from decision_seq.data.episodes import DatasetCorruptError, load_episodes
+
+    dataset_id = f"tests/corrupt-{damage}-v0"
+    make_minari_dataset(dataset_id, rewards=[[1.0, 2.0, 3.0]] * 4)
+    (f,) = (minari_root / "tests" / f"corrupt-{damage}-v0").rglob("*.hdf5")
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\0" * 64)
+    with pytest.raises(DatasetCorruptError, match=f"'{dataset_id}' at .* cannot be read .*corrupt or incomplete"):
+        load_episodes(dataset_id)

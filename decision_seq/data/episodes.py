@@ -30,6 +30,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """A Minari dataset id that is neither local nor built in."""
 
 
+class DatasetCorruptError(ValueError):
+    """A local dataset whose files cannot be read."""
+
+
 @dataclass(eq=False)  # field-wise == is meaningless for numpy arrays
 class EpisodeSet:
     """All episodes of a dataset, concatenated along a flat step axis of length N (E episodes)."""
@@ -259,12 +263,15 @@ def episodes_from_minari(dataset: minari.MinariDataset) -> EpisodeSet:
         raise ValueError(f"dataset {dataset_id} has no episodes")
 
     observations, actions, rewards, terminations, truncations = [], [], [], [], []
-    for ep in dataset.iterate_episodes():
-        observations.append(ep.observations)  # (T+1, ...)
-        actions.append(ep.actions)  # (T, ...)
-        rewards.append(ep.rewards)
-        terminations.append(ep.terminations)
-        truncations.append(ep.truncations)
+    try:
+        for ep in dataset.iterate_episodes():
+            observations.append(ep.observations)  # (T+1, ...)
+            actions.append(ep.actions)  # (T, ...)
+            rewards.append(ep.rewards)
+            terminations.append(ep.terminations)
+            truncations.append(ep.truncations)
+    except (OSError, KeyError) as err:  # a file damaged after the dataset was opened
+        raise corrupt_dataset_error(dataset_id, err) from err
 
     # storage.metadata re-reads metadata.json; ref scores are only there when the creator gave them.
     metadata = dataset.storage.metadata
@@ -292,12 +299,14 @@ def load_minari_dataset(dataset_id: str, download: bool = False) -> minari.Minar
     """`minari.load_dataset`, building built-in ids locally and explaining what to do when one is missing."""
     from decision_seq.data.builders import BUILTIN, ensure_builtin_dataset  # builders never import this module
 
-    if dataset_id in BUILTIN:
-        # Built-in ids are never on the remote hub: build them (once) instead of downloading.
-        return ensure_builtin_dataset(dataset_id)
     try:
+        if dataset_id in BUILTIN:
+            # Built-in ids are never on the remote hub: build them (once) instead of downloading.
+            return ensure_builtin_dataset(dataset_id)
         return minari.load_dataset(dataset_id, download=download)
     except FileNotFoundError as err:
+        if dataset_id in BUILTIN:
+            raise
         path = get_dataset_path(dataset_id)
         raise DatasetNotFoundError(
             f"Minari dataset {dataset_id!r} was not found locally: looked in {path} (the Minari root is "
@@ -306,6 +315,15 @@ def load_minari_dataset(dataset_id: str, download: bool = False) -> minari.Minar
             f"(both need network access), or use a built-in dataset that is built locally: "
             f"{', '.join(sorted(BUILTIN))}. ({err})"
         ) from err
+    except (OSError, KeyError) as err:  # h5py: truncated file, bad signature, missing groups
+        raise corrupt_dataset_error(dataset_id, err) from err
+
+
+def corrupt_dataset_error(dataset_id: str, err: BaseException) -> DatasetCorruptError:
+    return DatasetCorruptError(
+        f"Minari dataset {dataset_id!r} at {get_dataset_path(dataset_id)} cannot be read ({type(err).__name__}: "
+        f"{err}); its files are corrupt or incomplete: delete that directory and build or download it again"
+    )
 
 
 def load_episodes(dataset_id: str, download: bool = False) -> EpisodeSet:
