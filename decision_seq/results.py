@@ -8,12 +8,13 @@ summaries with the protocol that produced them. Written atomically (temp file + 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 from pathlib import Path
 
 import numpy as np
+
+from decision_seq.fileio import atomic_write
 
 RESULTS_FILE = "results.json"
 
@@ -104,13 +105,8 @@ def versions() -> dict:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, default=_jsonable))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = json.dumps(data, indent=2, default=_jsonable)  # serialize first: a TypeError leaves no file
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def _jsonable(x):

@@ -66,6 +66,17 @@ def model_kwargs_for(net_cfg: dict, episodes: EpisodeSet, max_ep_len: int) -> di
     return kwargs
 
 
+def evaluate_model(model, episodes: EpisodeSet, step: int, *, eval_cfg, targets, context_len: int, obs_mean,
+                   obs_std, rtg_scale: float, seed: int, device) -> dict:
+    """Roll out every (episode, target) pair in the dataset's eval env; one results.json evaluation record.
+    Episode i of every target resets with seed * 10_000 + i, in training and in `decision-seq eval` alike."""
+    per_target = rollout(model, episodes.make_eval_env, targets=targets, episodes=eval_cfg.episodes,
+                         context_len=context_len, obs_mean=obs_mean, obs_std=obs_std, rtg_scale=rtg_scale,
+                         seed=seed * 10_000, num_envs=eval_cfg.num_envs, device=device,
+                         progress=eval_cfg.progress, mode=eval_cfg.mode)
+    return eval_record(step, per_target, episodes.normalized_score if episodes.has_reference_scores else None)
+
+
 def _env_limit(episodes: EpisodeSet) -> int | None:
     env = episodes.make_eval_env()
     try:
@@ -146,12 +157,9 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
 
     def evaluate(step: int) -> dict:
         t0 = time.perf_counter()
-        per_target = rollout(model, episodes.make_eval_env, targets=targets,
-                             episodes=cfg.eval.episodes, context_len=K, obs_mean=episodes.obs_mean,
-                             obs_std=episodes.obs_std, rtg_scale=cfg.dataset.rtg_scale, seed=cfg.seed * 10_000,
-                             num_envs=cfg.eval.num_envs, device=device, progress=cfg.eval.progress,
-                             mode=cfg.eval.mode)
-        record = eval_record(step, per_target, episodes.normalized_score if episodes.has_reference_scores else None)
+        record = evaluate_model(model, episodes, step, eval_cfg=cfg.eval, targets=targets, context_len=K,
+                                obs_mean=episodes.obs_mean, obs_std=episodes.obs_std,
+                                rtg_scale=cfg.dataset.rtg_scale, seed=cfg.seed, device=device)
         record["wall_sec"] = time.perf_counter() - t0
         record["metrics"]["perf/eval_sec"] = record["wall_sec"]
         best = max(r["mean_normalized"] if r["mean_normalized"] is not None else r["mean_return"]
@@ -257,12 +265,10 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict:
     norm = ckpt["normalization"]
     targets = list(cfg.eval.targets) if cfg.eval.targets is not None else list(ckpt["targets"])
     seed_everything(cfg.seed)
-    per_target = rollout(model, episodes.make_eval_env, targets=targets,
-                         episodes=cfg.eval.episodes, context_len=int(ckpt["context_len"]),
-                         obs_mean=norm["obs_mean"].cpu().numpy(), obs_std=norm["obs_std"].cpu().numpy(),
-                         rtg_scale=norm["rtg_scale"], seed=cfg.seed * 10_000, num_envs=cfg.eval.num_envs,
-                         device=device, progress=cfg.eval.progress, mode=cfg.eval.mode)
-    record = eval_record(int(ckpt["step"]), per_target, episodes.normalized_score if episodes.has_reference_scores else None)
+    record = evaluate_model(model, episodes, int(ckpt["step"]), eval_cfg=cfg.eval, targets=targets,
+                            context_len=int(ckpt["context_len"]), obs_mean=norm["obs_mean"].cpu().numpy(),
+                            obs_std=norm["obs_std"].cpu().numpy(), rtg_scale=norm["rtg_scale"], seed=cfg.seed,
+                            device=device)
     final, _ = summarize([record])
     results = {
         "status": "completed", "checkpoint": str(path), "config": OmegaConf.to_container(cfg, resolve=True),

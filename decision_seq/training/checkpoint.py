@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from decision_seq.fileio import atomic_write
+
 FORMAT = "decision-seq-checkpoint"
 # Test hook: seconds to wait between writing the temp file and renaming it, so a test can kill the
 # process in the middle of a checkpoint write. Unset in normal use.
@@ -30,14 +32,13 @@ class CheckpointError(ValueError):
 def atomic_torch_save(obj, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+
+    def write(tmp: Path) -> None:
         torch.save(obj, tmp)
         if _SAVE_DELAY:
             time.sleep(_SAVE_DELAY)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(path, write)
 
 
 def remove_stale_temp_files(directory: Path) -> list[Path]:
