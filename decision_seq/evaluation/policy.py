@@ -32,6 +32,12 @@ import torch
 EVAL_MODES = ("window", "recurrent")
 
 
+def check_mode(mode: str) -> None:
+    """Raise a clear error for an evaluation mode that does not exist."""
+    if mode not in EVAL_MODES:
+        raise ValueError(f"eval.mode={mode!r} is not available; valid modes: {', '.join(EVAL_MODES)}")
+
+
 class SequencePolicy:
     """Batched, stateful action selection for `model` (a TrajectoryModel) over `batch_size` environments.
 
@@ -43,8 +49,7 @@ class SequencePolicy:
 
     def __init__(self, model, *, batch_size: int, context_len: int, max_steps: int, mode: str = "window",
                  incremental: bool = True, device: torch.device | str | None = None):
-        if mode not in EVAL_MODES:
-            raise ValueError(f"eval.mode={mode!r} is not available; valid modes: {', '.join(EVAL_MODES)}")
+        check_mode(mode)
         backbone = model.backbone
         if mode == "recurrent" and not getattr(backbone, "constant_time_step", False):
             raise ValueError(

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from decision_seq.evaluation.policy import EVAL_MODES, SequencePolicy
+from decision_seq.evaluation.policy import EVAL_MODES, SequencePolicy, check_mode
 
 __all__ = ["EVAL_MODES", "rollout"]
 
@@ -46,8 +46,7 @@ def rollout(
     env's own time limit, or at `max_episode_steps` (default: the env spec's, else the model's
     timestep embedding size) as a hard cap. `mode` is one of EVAL_MODES (see SequencePolicy).
     """
-    if mode not in EVAL_MODES:
-        raise ValueError(f"eval.mode={mode!r} is not available; valid modes: {', '.join(EVAL_MODES)}")
+    check_mode(mode)  # before any env is built
     if episodes < 1:
         raise ValueError(f"eval.episodes must be >= 1, got {episodes}")
     if not targets:

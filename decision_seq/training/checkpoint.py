@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -35,10 +36,24 @@ def atomic_torch_save(obj, path: Path) -> None:
 
     def write(tmp: Path) -> None:
         torch.save(obj, tmp)
-        if _SAVE_DELAY:
-            time.sleep(_SAVE_DELAY)
+        _test_delay()
 
     atomic_write(path, write)
+
+
+def copy_checkpoint(src: Path, dst: Path) -> None:
+    """Atomically replace `dst` with a byte copy of the finished checkpoint `src` (no re-serialization)."""
+
+    def write(tmp: Path) -> None:
+        shutil.copyfile(src, tmp)
+        _test_delay()
+
+    atomic_write(Path(dst), write)
+
+
+def _test_delay() -> None:
+    if _SAVE_DELAY:
+        time.sleep(_SAVE_DELAY)
 
 
 def remove_stale_temp_files(directory: Path) -> list[Path]:

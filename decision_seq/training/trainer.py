@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from decision_seq.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from decision_seq.training.checkpoint import copy_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,8 @@ class Trainer:
             return None
         path = Path(self.checkpoint_dir) / (name or f"step_{self.step:08d}.pt")
         save_checkpoint(path, **self.state_dict(), **self.checkpoint_extra)
-        save_checkpoint(Path(self.checkpoint_dir) / "last.pt", **self.state_dict(), **self.checkpoint_extra)
+        if path.name != "last.pt":
+            copy_checkpoint(path, Path(self.checkpoint_dir) / "last.pt")
         self._prune()
         return path
 
@@ -189,9 +190,6 @@ class Trainer:
         old = sorted(Path(self.checkpoint_dir).glob("step_*.pt"))[: -self.keep_checkpoints or None]
         for p in old:
             p.unlink(missing_ok=True)
-
-    def resume_from(self, path: Path) -> None:
-        self.load_state_dict(load_checkpoint(path, map_location=self.device))
 
     # ------------------------------------------------------------------------------------------ loop
     def _train_step(self) -> torch.Tensor | None:
