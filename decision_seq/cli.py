@@ -24,8 +24,10 @@ USAGE = """usage: decision-seq <command> [key=value ...] [-m] [--help]
 Return-conditioned sequence models (Decision Transformer, Decision Mamba) on Minari datasets.
 
 commands:
-  train    train one backbone on one dataset (Hydra app; -m sweeps, e.g. model=dt,dmamba seed=0,1)
-  eval     evaluate a checkpoint: decision-seq eval checkpoint=<run dir or .pt>
+  train        train one backbone on one dataset (Hydra app; -m sweeps, e.g. model=dt,dmamba seed=0,1)
+  eval         evaluate a checkpoint: decision-seq eval checkpoint=<run dir or .pt>
+  datasets     list, inspect, download, build and import datasets (decision-seq datasets --help)
+  leaderboard  tables, intervals and plots from results.json files (decision-seq leaderboard --help)
 
 `decision-seq <command> --help` lists that command's config groups and every key.
 Examples:
@@ -75,7 +77,20 @@ def eval_app(cfg: DictConfig) -> float | None:
     return _guarded(run_eval, cfg)["final"]["score"]
 
 
+def datasets_cmd(argv: list[str]) -> None:
+    from decision_seq.datasets_cli import main as datasets_main
+
+    sys.exit(datasets_main(argv))
+
+
+def leaderboard_cmd(argv: list[str]) -> None:
+    from decision_seq.leaderboard import main as leaderboard_main
+
+    sys.exit(leaderboard_main(argv))
+
+
 COMMANDS = {"train": train_app, "eval": eval_app}
+PLAIN_COMMANDS = {"datasets": datasets_cmd, "leaderboard": leaderboard_cmd}  # argparse, not Hydra
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,8 +99,12 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     cmd, rest = argv[0], argv[1:]
+    if cmd in PLAIN_COMMANDS:
+        PLAIN_COMMANDS[cmd](rest)
+        return
     if cmd not in COMMANDS:
-        print(f"decision-seq: unknown command {cmd!r}; valid commands: {', '.join(COMMANDS)}\n", file=sys.stderr)
+        valid = ", ".join([*COMMANDS, *PLAIN_COMMANDS])
+        print(f"decision-seq: unknown command {cmd!r}; valid commands: {valid}\n", file=sys.stderr)
         print(USAGE, file=sys.stderr)
         sys.exit(2)
     sys.argv = [f"decision-seq-{cmd}", *rest]  # Hydra parses sys.argv
