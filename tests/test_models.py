@@ -135,3 +135,16 @@ def test_no_weight_decay_on_norms_biases_embeddings_alog_d(backbone):
     for m in model.modules():
         if isinstance(m, (torch.nn.LayerNorm, torch.nn.Embedding)):
             assert all(id(p) not in decay_ids for p in m.parameters()), m
+
+
+@pytest.mark.parametrize("backbone,n_layer", [("transformer", 1), ("transformer", 3), ("mamba", 2)])
+def test_forward_last_equals_forward(backbone, n_layer):
+    """The evaluation shortcut (last token only, optional per-token features) computes forward(x)[:, -1]."""
+    torch.manual_seed(0)
+    net = build_backbone(backbone, d_model=16, dropout=0.0, n_layer=n_layer, **({"n_head": 2} if backbone == "transformer" else {})).double().eval()
+    x = torch.randn(3, 8, 16, dtype=torch.float64)
+    with torch.no_grad():
+        ref = net(x)[:, -1]
+        torch.testing.assert_close(net.forward_last(x), ref, rtol=1e-10, atol=1e-10)
+        if hasattr(net, "token_features"):
+            torch.testing.assert_close(net.forward_last(x, net.token_features(x)), ref, rtol=1e-10, atol=1e-10)

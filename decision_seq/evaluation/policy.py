@@ -4,21 +4,22 @@ Modes (`EVAL_MODES`):
 
 - "window" (default, exact): the action at step t is predicted from the last K steps (left-padded with
   a mask while t < K), exactly what the model saw in training and what the official DT evaluation
-  does (Chen et al. 2021; Ota 2024 evaluates Decision Mamba the same way). While t < K the window is
-  the whole episode so far, and a backbone with incremental inference (`init_state`/`step`: the
-  transformer's KV cache, Mamba's conv/SSM states) is stepped token by token instead of recomputing
-  the window; this gives the same actions (float tolerance) because the windows are left-padded with
-  the padding masked out. From t = K on, each step recomputes the K-step window: dropping the
-  oldest tokens from a KV cache or an SSM state is not exact.
+  does (Chen et al. 2021; Ota 2024 evaluates Decision Mamba the same way). The fast form gives the
+  same actions (float tolerance) with less work: each token is embedded once and kept in a K-step
+  sliding buffer (with the backbone's `token_features`, e.g. the transformer's first-layer
+  projections); the window is fed unpadded (the same output as the masked, left-padded window) to
+  the backbone's `forward_last`, which computes only what reaches the state token s_t's output. The
+  rest must be recomputed every step: once the oldest step leaves the window, every later token's
+  hidden state changes (dropping tokens from a KV cache or an SSM state is not exact).
 - "recurrent" (backbones with `constant_time_step`, i.e. Mamba): every token R_t, s_t, a_t is fed
   once through the backbone's O(1) `step`, carrying its states over the whole episode. Identical to
   "window" while t < K; from t = K on the model sees a context longer than the K steps it was trained
   on (a departure from both papers' evaluation, which the Decision Mamba paper's recurrent view of
   the model invites; its effect on the score is measured, not assumed).
 
-In both modes the action a_t is read off the state token s_t's output. The window form feeds a zero
-placeholder action token after s_t, which a causal backbone never lets s_t see; the incremental form
-feeds the real action token a_t only after acting.
+In both modes the action a_t is read off the state token s_t's output. The reference window form feeds
+a zero placeholder action token after s_t, which a causal backbone never lets s_t see; the fast forms
+feed the real action token a_t only after acting.
 
 All environments of the batch advance together from step 0 (the rollout's protocol: each
 sub-environment runs one counted episode). Rows of finished environments keep being fed and are
@@ -43,8 +44,8 @@ class SequencePolicy:
 
     Call `act(states, returns_to_go)` once per env step with normalized states (B, S) and scaled
     returns-to-go (B, 1); it returns actions (B, A), or (B,) int for discrete action spaces.
-    `max_steps` bounds the episode length (window mode keeps the episode's history up to it).
-    `incremental=False` makes window mode recompute the window at every step (the reference form).
+    `max_steps` bounds the episode length. `incremental=False` makes window mode rebuild and recompute
+    the whole left-padded window at every step with `model.act` (the reference form, for tests).
     """
 
     def __init__(self, model, *, batch_size: int, context_len: int, max_steps: int, mode: str = "window",
@@ -62,10 +63,15 @@ class SequencePolicy:
         self.device = param.device if device is None else torch.device(device)
         self.dtype = param.dtype
         self.t = 0
-        self.incremental = mode == "recurrent" or (incremental and hasattr(backbone, "step"))
-        self.state = backbone.init_state(self.n, device=self.device, dtype=self.dtype) if self.incremental else None
-        if mode == "window":
-            # Histories of the whole episode; the model reads the last K steps of them.
+        self.incremental = mode == "recurrent" or incremental
+        if mode == "recurrent":
+            self.state = backbone.init_state(self.n, device=self.device, dtype=self.dtype)
+        elif self.incremental:
+            # Token embeddings of the last K steps, slot j = (R, s, a) of step t - K + 1 + j (newest last).
+            self.tokens = torch.zeros(self.n, self.K, 3, model.embed_dim, device=self.device, dtype=self.dtype)
+            self.features = None  # per-token backbone features, same layout, made on first use
+        else:
+            # Histories of the whole episode; the reference form reads the last K steps of them.
             n, H, S = self.n, self.H, model.state_dim
             self.states = torch.zeros(n, H, S, device=self.device, dtype=self.dtype)  # (n, H, S)
             self.actions = (torch.zeros(n, H, dtype=torch.long, device=self.device) if model.discrete
@@ -77,21 +83,57 @@ class SequencePolicy:
     def act(self, states: torch.Tensor, returns_to_go: torch.Tensor) -> torch.Tensor:
         """states (B, S) normalized, returns_to_go (B, 1) scaled -> action for this step of every env."""
         t = self.t
-        if self.mode == "window" and t >= self.H:
+        if t >= self.H:
             raise RuntimeError(f"episode longer than max_steps={self.H}")
         states = states.to(self.device, self.dtype)
         returns_to_go = returns_to_go.to(self.device, self.dtype)
-        if self.mode == "window":
-            self.states[:, t], self.rtg[:, t] = states, returns_to_go
-        if self.mode == "recurrent" or (self.incremental and t < self.K):
+        if self.mode == "recurrent":
             action = self._step(states, returns_to_go, t)
+        elif self.incremental:
+            action = self._window_step(states, returns_to_go, t)
         else:
+            self.states[:, t], self.rtg[:, t] = states, returns_to_go
             win = slice(max(0, t + 1 - self.K), t + 1)
             action = self.model.act(*_left_pad(self.K, self.states[:, win], self.actions[:, win],
                                                self.rtg[:, win], self.timesteps[:, win]))
-        if self.mode == "window":
             self.actions[:, t] = action
         self.t += 1
+        return action
+
+    def _put(self, kind: int, x: torch.Tensor, ts: torch.Tensor) -> None:
+        """Embed this step's token `kind` (0 return, 1 state, 2 action) into the newest slot."""
+        tok = self.model.embed_token(("return", "state", "action")[kind], x, ts)  # (B, D)
+        self.tokens[:, -1, kind] = tok
+        features = getattr(self.model.backbone, "token_features", None)
+        if features is not None:
+            f = features(tok)  # (B, F)
+            if self.features is None:
+                self.features = tok.new_zeros(self.n, self.K, 3, f.shape[-1])
+            self.features[:, -1, kind] = f
+
+    def _window_step(self, states, returns_to_go, t: int) -> torch.Tensor:
+        """Exact window mode: slide the token buffer, add R_t and s_t, run the backbone over the window's
+        tokens up to s_t, act, then add the real a_t."""
+        model, backbone = self.model, self.model.backbone
+        if t > 0:  # drop the oldest step (a copy of K-1 slots: small next to the forward)
+            self.tokens[:, :-1] = self.tokens[:, 1:].clone()
+            if self.features is not None:
+                self.features[:, :-1] = self.features[:, 1:].clone()
+        ts = torch.full((self.n,), t, dtype=torch.long, device=self.device)  # (B,)
+        self._put(0, returns_to_go, ts)
+        self._put(1, states, ts)
+        L = min(t + 1, self.K)  # steps in the window; tokens R, s, a per step, up to s_t
+        x = self.tokens[:, self.K - L:].reshape(self.n, 3 * L, -1)[:, :-1]  # (B, 3L-1, D)
+        if self.features is not None:
+            f = self.features[:, self.K - L:].reshape(self.n, 3 * L, -1)[:, :-1]
+            h = backbone.forward_last(x, f)
+        elif hasattr(backbone, "forward_last"):
+            h = backbone.forward_last(x)
+        else:
+            h = backbone(x)[:, -1]
+        out = model.head(h)  # (B, A) or logits (B, n)
+        action = out.argmax(-1) if model.discrete else out
+        self._put(2, action, ts)
         return action
 
     def _step(self, states, returns_to_go, t: int) -> torch.Tensor:

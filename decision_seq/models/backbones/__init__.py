@@ -9,6 +9,11 @@ incremental inference:
     constant_time_step: bool class attribute, True when `step` costs O(1) per token (a recurrent
         backbone such as Mamba): only those run evaluation's "recurrent" mode
 
+Optional, for evaluation's window mode (evaluation/policy.py):
+
+    forward_last(x: (B, T, D), features | None) -> (B, D)   # == forward(x)[:, -1], unpadded window
+    token_features(x: (..., D)) -> features                  # per-token work forward_last can reuse
+
 Adding a backbone is one module in this package (decorate its class with `@register_backbone("name")`)
 plus one YAML file under conf/model/; modules here are imported automatically.
 """

@@ -457,6 +457,15 @@ class MambaBackbone(nn.Module):
             x = block(x, mask)
         return self.ln_f(x)
 
+    def forward_last(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """The last token's output (B, D) of an unpadded window x (B, T, D), equal to forward(x)[:, -1];
+        the last block's MLP runs on that token only (the scans still cover the whole window)."""
+        for block in self.blocks[:-1]:
+            x = block(x)
+        last = self.blocks[-1]
+        x = x[:, -1:] + last.mixer(last.norm_mixer(x))[:, -1:]
+        return self.ln_f(x + last.mlp(last.norm_mlp(x)))[:, -1]
+
     def init_state(self, batch_size: int, device=None, dtype=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-layer zero (conv_state (B, d_inner, d_conv), ssm_state (B, d_inner, d_state))."""
         return [b.mixer.allocate_inference_cache(batch_size, dtype=dtype, device=device) for b in self.blocks]

@@ -51,14 +51,21 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
         return self._merge(y)
 
-    def step(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
-        """x: (B, 1, D); appends this token's key/value to `cache` and attends over all of them."""
-        q, k, v = self._heads(x)  # (B, nh, 1, hs)
-        if cache.get("k") is not None:
-            k = torch.cat([cache["k"], k], dim=2)  # (B, nh, t+1, hs)
-            v = torch.cat([cache["v"], v], dim=2)
-        cache["k"], cache["v"] = k, v
-        return self._merge(F.scaled_dot_product_attention(q, k, v))
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention of an unpadded window from its projections: k, v (B, T, D), q (B, T, D) (causal)
+        or (B, 1, D), the last query alone, which sees every key and needs no mask."""
+        B, D = q.shape[0], q.shape[-1]
+        heads = [t.view(B, t.shape[1], self.n_head, D // self.n_head).transpose(1, 2) for t in (q, k, v)]
+        causal = q.shape[1] > 1
+        return self._merge(F.scaled_dot_product_attention(*heads, is_causal=causal))
+
+    def window_qkv(self, h: torch.Tensor, last_only: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v projections of h (B, T, D); with `last_only` q for the last token only (1/3 less work)."""
+        D = h.shape[-1]
+        if not last_only:
+            return self.qkv(h).split(D, dim=-1)
+        W, b = self.qkv.weight, self.qkv.bias
+        return (F.linear(h[:, -1:], W[:D], b[:D]), *F.linear(h, W[D:], b[D:]).split(D, dim=-1))
 
 
 class MLP(nn.Module):
@@ -75,6 +82,12 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def inference(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` without dropout and with ReLU in place (no grad): one large temporary fewer."""
+        fc, act, out = self.net[0], self.net[1], self.net[2]
+        h = fc(x)
+        return out(h.relu_() if isinstance(act, nn.ReLU) else act(h))
 
 
 class Block(nn.Module):
@@ -94,6 +107,17 @@ class Block(nn.Module):
     def step(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
         x = x + self.attn.step(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
+
+    def forward_window(self, x: torch.Tensor, qkv: torch.Tensor | None, last_only: bool) -> torch.Tensor:
+        """`forward` of an unpadded causal window, optionally from precomputed attention projections of
+        ln_1(x), and optionally only for the last token (B, 1, D)."""
+        if qkv is None:
+            q, k, v = self.attn.window_qkv(self.ln_1(x), last_only)
+        else:
+            q, k, v = qkv.split(x.shape[-1], dim=-1)
+            q = q[:, -1:] if last_only else q
+        x = (x[:, -1:] if last_only else x) + self.attn.attend(q, k, v)
+        return x + self.mlp.inference(self.ln_2(x))
 
 
 @register_backbone("transformer")
@@ -140,3 +164,22 @@ class TransformerBackbone(nn.Module):
         for block, cache in zip(self.blocks, state):
             x = block.step(x, cache)
         return self.ln_f(x)[:, 0], state
+
+    # Window inference (evaluation): the same numbers as forward(x)[:, -1] on an unpadded window, with
+    # the work that does not reach the last token's output skipped. The first layer's attention
+    # projections depend on each token alone, so a caller that slides a window over an episode computes
+    # them once per token (`token_features`) and passes them in; the last layer computes its MLP and
+    # its query for the last token only. For the DT paper's 3 layers this is about 2/3 of the work.
+
+    def token_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-token features (..., 3D) of tokens (..., D): the first layer's q, k, v projections."""
+        first = self.blocks[0]
+        return first.attn.qkv(first.ln_1(x))
+
+    def forward_last(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, D), an unpadded causal window; features (B, T, 3D) from `token_features(x)` or None
+        -> the last token's output (B, D), equal to forward(x)[:, -1]."""
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block.forward_window(x, features if i == 0 else None, last_only=i == last)
+        return self.ln_f(x)[:, -1]
