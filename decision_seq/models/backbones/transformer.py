@@ -51,6 +51,15 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
         return self._merge(y)
 
+    def step(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        """x: (B, 1, D); appends this token's key/value to `cache` and attends over all of them."""
+        q, k, v = self._heads(x)  # (B, nh, 1, hs)
+        if cache.get("k") is not None:
+            k = torch.cat([cache["k"], k], dim=2)  # (B, nh, t+1, hs)
+            v = torch.cat([cache["v"], v], dim=2)
+        cache["k"], cache["v"] = k, v
+        return self._merge(F.scaled_dot_product_attention(q, k, v))
+
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention of an unpadded window from its projections: k, v (B, T, D), q (B, T, D) (causal)
         or (B, 1, D), the last query alone, which sees every key and needs no mask."""
