@@ -193,22 +193,29 @@ def _ensure_namespaces(dataset_id: str) -> None:
                 create_namespace(ns, description="Datasets built locally by decision-seq")
 
 
-def create_dataset_atomically(dataset_id: str, buffers: list[EpisodeBuffer], **create_kwargs) -> minari.MinariDataset:
+def create_dataset_atomically(dataset_id: str, buffers: list[EpisodeBuffer], overwrite: bool = False,
+                              extra_metadata: dict | None = None, **create_kwargs) -> minari.MinariDataset:
     """`minari.create_dataset_from_buffers`, written to a temp dir and renamed into place when complete.
 
     The temp dir is a hidden directory inside the Minari root (same filesystem, so the rename is
-    atomic; hidden, so Minari's listings skip it) and is always removed. If another process finished
-    the same id first, its dataset is kept and loaded.
+    atomic; hidden, so Minari's listings skip it) and is always removed. Without `overwrite`, if
+    another process finished the same id first, its dataset is kept and loaded. With `overwrite`, an
+    existing dataset is replaced only once the new one is complete (moved aside, then deleted).
+    `extra_metadata` (JSON-serializable) is added to the dataset's metadata before the rename.
     """
     final_path = get_dataset_path(dataset_id)  # also creates the Minari root
     root = get_dataset_path()
     tmp_root = Path(tempfile.mkdtemp(prefix=".decision-seq-build-", dir=root))
     try:
         with _minari_root(tmp_root):
-            minari.create_dataset_from_buffers(dataset_id, buffer=buffers, **create_kwargs)
+            dataset = minari.create_dataset_from_buffers(dataset_id, buffer=buffers, **create_kwargs)
+            if extra_metadata:
+                dataset.storage.update_metadata(extra_metadata)
             built_path = get_dataset_path(dataset_id)
         _ensure_namespaces(dataset_id)
         final_path.parent.mkdir(parents=True, exist_ok=True)
+        if overwrite and final_path.exists():
+            os.rename(final_path, tmp_root / "replaced")  # removed with tmp_root below
         try:
             os.rename(built_path, final_path)
         except OSError:
