@@ -1,5 +1,5 @@
-"""`decision-seq` command line: train | eval. Each subcommand is a Hydra app (key=value overrides,
--m for multirun sweeps, --help for its config groups and keys)."""
+"""`decision-seq` command line. train and eval are Hydra apps (key=value overrides,
+-m for multirun sweeps, --help for config groups and keys); datasets and leaderboard are argparse tools."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from decision_seq.launch import parallel_jobs_default
 
 log = logging.getLogger("decision_seq")
 
@@ -46,20 +48,48 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def _guarded(fn, cfg: DictConfig):
     """Known input errors end a single run with one clear line and exit code 2, a non-finite loss with
-    exit code 3; in a sweep they are re-raised so Hydra records the job as failed and the other jobs go
-    on. A stop signal ends the process (a sweep included) with exit code 75 after the checkpoint."""
+    exit code 3. In a sweep any error ends only its own job: it is logged with its traceback, recorded
+    in the job's results.json (status "failed"), and the other jobs go on; the sweep summary names the
+    failed jobs and the sweep exits non-zero. A stop signal ends the process (a sweep included) with
+    exit code 75 after the checkpoint."""
     from decision_seq.training.trainer import NonFiniteError, TrainingPreempted
 
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        return fn(cfg, Path(HydraConfig.get().runtime.output_dir))
+        return fn(cfg, out_dir)
     except TrainingPreempted as err:
         log.warning("%s", err)
         sys.exit(EXIT_PREEMPTED)
-    except (*_user_errors(), NonFiniteError) as err:
+    except Exception as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise
-        log.error("%s", err)
-        sys.exit(EXIT_NONFINITE if isinstance(err, NonFiniteError) else EXIT_BAD_INPUT)
+            log.exception("job failed: %s", err)
+            record_failure(out_dir, err)
+            return None
+        if isinstance(err, (*_user_errors(), NonFiniteError)):
+            log.error("%s", err)
+            sys.exit(EXIT_NONFINITE if isinstance(err, NonFiniteError) else EXIT_BAD_INPUT)
+        raise
+
+
+def record_failure(out_dir: Path, err: BaseException) -> None:
+    """Mark the job's results.json failed with the error, keeping what the run already recorded."""
+    import json
+    import traceback
+
+    from decision_seq.results import RESULTS_FILE, write_json_atomic
+
+    path = out_dir / RESULTS_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    record.update(status="failed", error=f"{type(err).__name__}: {err}",
+                  traceback="".join(traceback.format_exception(err)),
+                  overrides=list(HydraConfig.get().overrides.task), output_dir=str(out_dir))
+    try:
+        write_json_atomic(path, record)
+    except OSError as write_err:  # a full disk must not hide the job's own error
+        log.error("could not record the failure in %s: %s", path, write_err)
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
@@ -67,14 +97,15 @@ def train_app(cfg: DictConfig) -> float | None:
     from decision_seq.train import run_training
 
     results = _guarded(run_training, cfg)
-    return results["best"]["score"]  # the value a Hydra sweeper optimizes
+    return None if results is None else results["best"]["score"]  # the value a Hydra sweeper optimizes
 
 
 @hydra.main(config_path="conf", config_name="eval", version_base="1.3")
 def eval_app(cfg: DictConfig) -> float | None:
     from decision_seq.train import run_eval
 
-    return _guarded(run_eval, cfg)["final"]["score"]
+    results = _guarded(run_eval, cfg)
+    return None if results is None else results["final"]["score"]
 
 
 def datasets_cmd(argv: list[str]) -> None:
@@ -88,6 +119,9 @@ def leaderboard_cmd(argv: list[str]) -> None:
 
     sys.exit(leaderboard_main(argv))
 
+
+# `hydra/launcher=local`'s default n_jobs (conf/hydra/launcher/local.yaml).
+OmegaConf.register_new_resolver("decision_seq_parallel_jobs", lambda: parallel_jobs_default(), replace=True)
 
 COMMANDS = {"train": train_app, "eval": eval_app}
 PLAIN_COMMANDS = {"datasets": datasets_cmd, "leaderboard": leaderboard_cmd}  # argparse, not Hydra
@@ -107,6 +141,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"decision-seq: unknown command {cmd!r}; valid commands: {valid}\n", file=sys.stderr)
         print(USAGE, file=sys.stderr)
         sys.exit(2)
+    # `experiment` is in the defaults list (as null), so Hydra wants `experiment=x`; accept the
+    # `+experiment=x` spelling of Hydra's docs too rather than fail with "Multiple values".
+    rest = [a[1:] if a.startswith("+experiment=") else a for a in rest]
     sys.argv = [f"decision-seq-{cmd}", *rest]  # Hydra parses sys.argv
     COMMANDS[cmd]()
 

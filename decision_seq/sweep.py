@@ -1,9 +1,11 @@
-"""Hydra callback printing one table for a whole multirun sweep, naming jobs that wrote no results."""
+"""Hydra callback summing up a multirun sweep: one results table, the failed jobs with their errors,
+and a non-zero exit when any job failed (the others' results are all kept)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -15,8 +17,11 @@ from decision_seq.results import RESULTS_FILE
 log = logging.getLogger(__name__)
 
 
-def collect_results(sweep_dir: Path) -> tuple[list[dict], list[Path]]:
-    """results.json of every job dir under `sweep_dir`, and the job dirs without a completed one."""
+EXIT_SWEEP_FAILED = 1  # some jobs of the sweep did not complete (README: exit codes)
+
+
+def collect_results(sweep_dir: Path) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """Completed results.json of every job dir under `sweep_dir`, and (job dir, reason) for the others."""
     done, failed = [], []
     for job in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir() and (p / ".hydra").is_dir()):
         f = job / RESULTS_FILE
@@ -26,8 +31,10 @@ def collect_results(sweep_dir: Path) -> tuple[list[dict], list[Path]]:
             data = None
         if data is not None and data.get("status") == "completed":
             done.append(data)
+        elif data is None:
+            failed.append((job, f"no readable {RESULTS_FILE} (killed, or failed before training started)"))
         else:
-            failed.append(job)
+            failed.append((job, f"status {data.get('status')!r}" + (f": {data['error']}" if data.get("error") else "")))
     return done, failed
 
 
@@ -39,5 +46,12 @@ class SweepSummary(Callback):
         done, failed = collect_results(sweep_dir)
         if done:
             print_results_table(done, title=f"sweep {sweep_dir}")
-        for job in failed:
-            log.error("job %s did not complete (no completed %s)", job.name, RESULTS_FILE)
+            print(f"leaderboard: decision-seq leaderboard {sweep_dir}")
+        for job, reason in failed:
+            log.error("job %s did not complete: %s", job.name, reason)
+        if failed:
+            log.error("%d of %d jobs did not complete: %s (their logs and results.json are in %s); the completed "
+                      "jobs' results are kept", len(failed), len(done) + len(failed),
+                      ", ".join(job.name for job, _ in failed), sweep_dir)
+            # Hydra turns a callback's exception into a warning; the exit status must say the sweep failed.
+            sys.exit(EXIT_SWEEP_FAILED)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from decision_seq.data.episodes import EpisodeSet, episodes_from_minari, load_minari_dataset
 from decision_seq.data.sampler import SequenceSampler
 from decision_seq.evaluation.rollout import rollout
+from decision_seq.launch import job_resources
 from decision_seq.results import RESULTS_FILE, eval_record, git_commit, summarize, versions, write_json_atomic
 from decision_seq.report import print_results_table
 from decision_seq.tracking import make_logger
@@ -103,9 +104,10 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    device = resolve_device(cfg.trainer.device)
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(int(cfg.trainer.num_threads))
+    device_name, num_threads = job_resources(cfg.trainer.device, cfg.trainer.num_threads)
+    device = resolve_device(device_name)
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
 
     # Seed
     seed_everything(cfg.seed)
