@@ -90,10 +90,12 @@ def main() -> None:
     p.add_argument("--embed-dim", type=int, default=128, help="random init only")
     p.add_argument("--n-layer", type=int, default=3, help="random init only")
     p.add_argument("--rtg-scale", type=float, default=100.0, help="random init only")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (more oversubscribe a busy 2-core box)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for our batched evaluator")
+    p.add_argument("--baseline-threads", type=int, default=1,
+                   help="torch CPU threads for the sequential baseline (1 is its fastest: batch-1 forwards do not scale)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     p.add_argument("--seed", type=int, default=0, help="episode i uses reset seed seed + i")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
 
     env = gym.make(args.env)
     max_steps = env.spec.max_episode_steps
@@ -102,46 +104,55 @@ def main() -> None:
         ckpt = torch.load(Path(args.checkpoint) / "checkpoints" / "last.pt" if Path(args.checkpoint).is_dir()
                           else args.checkpoint, map_location="cpu", weights_only=False)
         backbones = [ckpt["model_kwargs"]["backbone"]]
-    rows = []
+    times: dict[tuple[str, str], list[float]] = {}
+    steps_of: dict[tuple[str, str], int] = {}
     for backbone in backbones:
         model, st = make_model(backbone, args, env)
         common = dict(obs_mean=st["obs_mean"], obs_std=st["obs_std"], rtg_scale=st["rtg_scale"])
+        base_name = "sequential window (official DT loop)"
 
-        start = time.perf_counter()
-        seq = {t: [sequential_episode(model, env, seed=args.seed + i, target=t, K=st["K"], max_steps=max_steps, **common)
-                   for i in range(args.episodes)] for t in args.targets}
-        sec = time.perf_counter() - start
-        steps = sum(n for res in seq.values() for _, n in res)
-        rows.append((backbone, "sequential window (official DT loop)", steps, sec))
+        def sequential():
+            torch.set_num_threads(args.baseline_threads)
+            return {t: [sequential_episode(model, env, seed=args.seed + i, target=t, K=st["K"], max_steps=max_steps,
+                                           **common) for i in range(args.episodes)] for t in args.targets}
+
+        def batched(mode):
+            torch.set_num_threads(args.threads)
+            return rollout(model, lambda: gym.make(args.env), targets=args.targets, episodes=args.episodes,
+                           context_len=st["K"], seed=args.seed, progress=False, mode=mode, **common)
 
         modes = ["window", "recurrent"] if getattr(model.backbone, "constant_time_step", False) else ["window"]
-        for mode in modes:
+        outs = {}
+        for _ in range(args.rounds):  # interleaved, so load changes on a shared machine hit every candidate
             start = time.perf_counter()
-            out = rollout(model, lambda: gym.make(args.env), targets=args.targets, episodes=args.episodes,
-                          context_len=st["K"], seed=args.seed, progress=False, mode=mode, **common)
-            sec = time.perf_counter() - start
-            steps = sum(sum(res["lengths"]) for res in out.values())
-            rows.append((backbone, f"batched {mode}", steps, sec))
-            if mode == "window":
-                ref = np.array([r for t in args.targets for r, _ in seq[t]])
-                got = np.array([r for t in args.targets for r in out[t]["returns"]])
-                diff = float(np.abs(ref - got).max())
-                print(f"[check] {backbone}: batched window vs sequential returns, max |diff| = {diff:.3g} "
-                      f"over {len(ref)} episodes -> {'IDENTICAL (<1e-3)' if diff < 1e-3 else 'DIFFERENT'}")
-            else:
-                win = np.array([r for t in args.targets for r in last_window[t]["returns"]])
-                got = np.array([r for t in args.targets for r in out[t]["returns"]])
-                print(f"[info] {backbone}: mean return recurrent {got.mean():.1f} vs window {win.mean():.1f} "
-                      f"(differ once t >= K = {st['K']}: recurrent sees the whole episode)")
-            last_window = out
+            seq = sequential()
+            times.setdefault((backbone, base_name), []).append(time.perf_counter() - start)
+            steps_of[(backbone, base_name)] = sum(n for res in seq.values() for _, n in res)
+            for mode in modes:
+                start = time.perf_counter()
+                outs[mode] = batched(mode)
+                times.setdefault((backbone, f"batched {mode}"), []).append(time.perf_counter() - start)
+                steps_of[(backbone, f"batched {mode}")] = sum(sum(r["lengths"]) for r in outs[mode].values())
+        ref = np.array([r for t in args.targets for r, _ in seq[t]])
+        got = np.array([r for t in args.targets for r in outs["window"][t]["returns"]])
+        diff = float(np.abs(ref - got).max())
+        print(f"[check] {backbone}: batched window vs sequential returns, max |diff| = {diff:.3g} "
+              f"over {len(ref)} episodes -> {'IDENTICAL (<1e-3)' if diff < 1e-3 else 'DIFFERENT'}")
+        if "recurrent" in outs:
+            rec = np.array([r for t in args.targets for r in outs["recurrent"][t]["returns"]])
+            print(f"[info] {backbone}: mean return recurrent {rec.mean():.1f} vs window {got.mean():.1f} "
+                  f"(differ once t >= K = {st['K']}: recurrent sees the whole episode)")
 
-    print(f"\n{args.env}, {args.episodes} episodes x {len(args.targets)} targets, {args.threads} threads, "
+    print(f"\n{args.env}, {args.episodes} episodes x {len(args.targets)} targets, ours {args.threads} threads, "
+          f"baseline {args.baseline_threads}, median of {args.rounds} interleaved rounds, "
           f"{'checkpoint ' + args.checkpoint if args.checkpoint else f'random init (embed {args.embed_dim}, {args.n_layer} layers, K={args.context_len})'}")
     print(f"{'backbone':<12} {'evaluator':<38} {'env steps':>9} {'sec':>8} {'steps/s':>9}")
-    for backbone, name, steps, sec in rows:
-        print(f"{backbone:<12} {name:<38} {steps:>9} {sec:>8.2f} {steps / sec:>9.0f}")
+    by = {}
+    for key, secs in times.items():
+        sec = float(np.median(secs))
+        by[key] = steps_of[key] / sec
+        print(f"{key[0]:<12} {key[1]:<38} {steps_of[key]:>9} {sec:>8.2f} {by[key]:>9.0f}")
     print()
-    by = {(b, n): steps / sec for b, n, steps, sec in rows}
     for backbone in backbones:
         base = by[(backbone, "sequential window (official DT loop)")]
         print(f"{backbone}: batched window / sequential = {by[(backbone, 'batched window')] / base:.1f}x")

@@ -67,9 +67,12 @@ class SequencePolicy:
         if mode == "recurrent":
             self.state = backbone.init_state(self.n, device=self.device, dtype=self.dtype)
         elif self.incremental:
-            # Token embeddings of the last K steps, slot j = (R, s, a) of step t - K + 1 + j (newest last).
-            self.tokens = torch.zeros(self.n, self.K, 3, model.embed_dim, device=self.device, dtype=self.dtype)
+            # Token embeddings (R, s, a) per step in a buffer of 2K steps: slot `pos` is the newest step, the
+            # window is the L slots ending there, and when the buffer is full the last K-1 steps move to the
+            # front (one copy every K steps instead of a shift every step).
+            self.tokens = torch.zeros(self.n, 2 * self.K, 3, model.embed_dim, device=self.device, dtype=self.dtype)
             self.features = None  # per-token backbone features, same layout, made on first use
+            self.pos = -1
         else:
             # Histories of the whole episode; the reference form reads the last K steps of them.
             n, H, S = self.n, self.H, model.state_dim
@@ -103,29 +106,32 @@ class SequencePolicy:
     def _put(self, kind: int, x: torch.Tensor, ts: torch.Tensor) -> None:
         """Embed this step's token `kind` (0 return, 1 state, 2 action) into the newest slot."""
         tok = self.model.embed_token(("return", "state", "action")[kind], x, ts)  # (B, D)
-        self.tokens[:, -1, kind] = tok
+        self.tokens[:, self.pos, kind] = tok
         features = getattr(self.model.backbone, "token_features", None)
         if features is not None:
             f = features(tok)  # (B, F)
             if self.features is None:
-                self.features = tok.new_zeros(self.n, self.K, 3, f.shape[-1])
-            self.features[:, -1, kind] = f
+                self.features = tok.new_zeros(self.n, 2 * self.K, 3, f.shape[-1])
+            self.features[:, self.pos, kind] = f
 
     def _window_step(self, states, returns_to_go, t: int) -> torch.Tensor:
-        """Exact window mode: slide the token buffer, add R_t and s_t, run the backbone over the window's
-        tokens up to s_t, act, then add the real a_t."""
-        model, backbone = self.model, self.model.backbone
-        if t > 0:  # drop the oldest step (a copy of K-1 slots: small next to the forward)
-            self.tokens[:, :-1] = self.tokens[:, 1:].clone()
-            if self.features is not None:
-                self.features[:, :-1] = self.features[:, 1:].clone()
+        """Exact window mode: advance the token buffer, add R_t and s_t, run the backbone over the
+        window's tokens up to s_t, act, then add the real a_t."""
+        model, backbone, K = self.model, self.model.backbone, self.K
+        self.pos += 1
+        if self.pos == 2 * K:  # full: keep the last K-1 steps, at the front
+            for buf in (self.tokens, self.features):
+                if buf is not None:
+                    buf[:, : K - 1] = buf[:, K + 1 :].clone()
+            self.pos = K - 1
         ts = torch.full((self.n,), t, dtype=torch.long, device=self.device)  # (B,)
         self._put(0, returns_to_go, ts)
         self._put(1, states, ts)
-        L = min(t + 1, self.K)  # steps in the window; tokens R, s, a per step, up to s_t
-        x = self.tokens[:, self.K - L:].reshape(self.n, 3 * L, -1)[:, :-1]  # (B, 3L-1, D)
+        L = min(t + 1, K)  # steps in the window; tokens R, s, a per step, up to s_t
+        win = slice(self.pos + 1 - L, self.pos + 1)
+        x = self.tokens[:, win].reshape(self.n, 3 * L, -1)[:, :-1]  # (B, 3L-1, D)
         if self.features is not None:
-            f = self.features[:, self.K - L:].reshape(self.n, 3 * L, -1)[:, :-1]
+            f = self.features[:, win].reshape(self.n, 3 * L, -1)[:, :-1]
             h = backbone.forward_last(x, f)
         elif hasattr(backbone, "forward_last"):
             h = backbone.forward_last(x)
