@@ -116,9 +116,11 @@ def cartpole_expert_action(obs: np.ndarray) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _rollout(env: gym.Env, policy: Callable[[np.ndarray], np.ndarray | int], reset_seed: int) -> EpisodeBuffer:
-    """Play one episode to its end and return it as a Minari EpisodeBuffer (T+1 observations)."""
-    obs, _ = env.reset(seed=reset_seed)
+def _rollout(env: gym.Env, policy: Callable[[np.ndarray], np.ndarray | int], reset_seed: int,
+             max_steps: int | None = None) -> EpisodeBuffer:
+    """Play one episode to its end, or cut it after `max_steps` (then marked truncated), and return it
+    as a Minari EpisodeBuffer (T+1 observations)."""
+    obs, _ = env.reset(seed=int(reset_seed))
     observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
     done = False
     while not done:
@@ -130,6 +132,8 @@ def _rollout(env: gym.Env, policy: Callable[[np.ndarray], np.ndarray | int], res
         terminations.append(bool(terminated))
         truncations.append(bool(truncated))
         done = terminated or truncated
+        if not done and max_steps is not None and len(rewards) >= max_steps:
+            truncations[-1] = done = True  # cut by the step budget: the episode did not end, so it is truncated
     return EpisodeBuffer(
         seed=int(reset_seed),
         observations=np.stack(observations),  # (T+1, S)

@@ -82,6 +82,7 @@ from decision_seq.data.builders import (
     _AUTHOR,
     _AUTHOR_EMAIL,
     _REFERENCE_SEED,
+    _rollout,
     create_dataset_atomically,
     dataset_exists_locally,
 )
@@ -239,35 +240,6 @@ def _derived_seed(seed: int, tag: str) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _play(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], reset_seed: int,
-          max_steps: int | None = None) -> EpisodeBuffer:
-    """One episode as a Minari EpisodeBuffer (T+1 observations); cut after `max_steps`, then truncated."""
-    obs, _ = env.reset(seed=int(reset_seed))
-    observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
-    while True:
-        action = act(obs)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(float(reward))
-        terminations.append(bool(terminated))
-        truncations.append(bool(truncated))
-        if terminated or truncated:
-            break
-        if max_steps is not None and len(rewards) >= max_steps:
-            truncations[-1] = True  # cut by the step budget: the episode did not end, so it is truncated
-            break
-    return EpisodeBuffer(
-        seed=int(reset_seed),
-        observations=np.stack(observations),  # (T+1, S)
-        actions=np.stack(actions),  # (T, A)
-        rewards=np.asarray(rewards, dtype=np.float64),  # (T,)
-        terminations=np.asarray(terminations, dtype=bool),
-        truncations=np.asarray(truncations, dtype=bool),
-        infos={},
-    )
-
-
 def _episode_return(episode: EpisodeBuffer) -> float:
     return float(np.sum(episode.rewards, dtype=np.float64))
 
@@ -276,7 +248,7 @@ def _mean_return(env_id: str, make_act: Callable[[int], Callable], seeds: Sequen
     """Mean undiscounted return of whole episodes with the given reset seeds; make_act(i) is episode i's policy."""
     env = gym.make(env_id)
     try:
-        return float(np.mean([_episode_return(_play(env, make_act(i), s)) for i, s in enumerate(seeds)]))
+        return float(np.mean([_episode_return(_rollout(env, make_act(i), s)) for i, s in enumerate(seeds)]))
     finally:
         env.close()
 
@@ -290,7 +262,7 @@ def _collect(env_id: str, act: Callable[[np.ndarray], np.ndarray], num_steps: in
     try:
         with tqdm(total=num_steps, desc=desc, unit="step", disable=not progress) as bar:
             while steps < num_steps:
-                episode = _play(env, act, seed_base + len(episodes), max_steps=num_steps - steps)
+                episode = _rollout(env, act, seed_base + len(episodes), max_steps=num_steps - steps)
                 episodes.append(episode)
                 steps += len(episode.rewards)
                 bar.update(len(episode.rewards))
@@ -498,7 +470,7 @@ def _checkpoint(model, run: TrainingRun, prev_step: int, eval_env: gym.Env, eval
     _atomic_write(run.snapshot_path(step), lambda f: torch.save(model.actor.state_dict(), f))
 
     act = _actor_act(model.actor, model.policy.unscale_action, deterministic=True)
-    returns = [_episode_return(_play(eval_env, act, s)) for s in eval_seeds]
+    returns = [_episode_return(_rollout(eval_env, act, s)) for s in eval_seeds]
     snapshot = Snapshot(step, returns)
 
     agent_file = f"agent-{step:09d}.pt"
