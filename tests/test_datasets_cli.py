@@ -166,7 +166,10 @@ def test_help_texts(capsys):
 
 
 def test_broken_factory_does_not_break_other_commands(monkeypatch, pendulum_dataset_id, no_network, capsys):
+    import decision_seq.data
+
     monkeypatch.setitem(sys.modules, "decision_seq.data.factory", None)  # import now raises ImportError
+    monkeypatch.delattr(decision_seq.data, "factory", raising=False)  # set if an earlier test imported it
     assert datasets_main(["list"]) == 0
     capsys.readouterr()
     assert datasets_main(["build", "hopper"]) == 1
