@@ -53,6 +53,12 @@ def concurrent_jobs() -> int:
     return max(1, n)
 
 
+def _job_num() -> int:
+    from hydra.core.hydra_config import HydraConfig
+
+    return int(HydraConfig.get().job.num)
+
+
 def job_resources(device: str, num_threads: int | None) -> tuple[str, int | None]:
     """(device, torch CPU threads) for this job: in a local parallel sweep, job i of n concurrent jobs gets
     cuda:(i mod #GPUs) when `device` is "auto" and there are several GPUs, and cores // n threads when
@@ -60,9 +66,7 @@ def job_resources(device: str, num_threads: int | None) -> tuple[str, int | None
     jobs = concurrent_jobs()
     if jobs <= 1:
         return device, num_threads
-    from hydra.core.hydra_config import HydraConfig
-
-    job_num = int(HydraConfig.get().job.num)
+    job_num = _job_num()
     gpus = _gpu_count()
     if device == "auto" and gpus > 1:
         device = f"cuda:{job_num % gpus}"

@@ -117,3 +117,17 @@ def test_launcher_configs_compose():
         OmegaConf.register_new_resolver("decision_seq_parallel_jobs", parallel_jobs_default, replace=True)
         local = compose("train", overrides=["hydra/launcher=local"], return_hydra_config=True).hydra.launcher
         assert "JoblibLauncher" in local._target_ and local.n_jobs == parallel_jobs_default() >= 1
+
+
+@pytest.mark.parametrize("job_num,gpus,expected_device", [(0, 2, "cuda:0"), (3, 2, "cuda:1"), (5, 0, "auto"), (1, 1, "auto")])
+def test_parallel_jobs_split_gpus_and_threads(monkeypatch, job_num, gpus, expected_device):
+    from decision_seq import launch
+
+    monkeypatch.setattr(launch, "concurrent_jobs", lambda: 4)
+    monkeypatch.setattr(launch, "_job_num", lambda: job_num)
+    monkeypatch.setattr(launch, "_gpu_count", lambda: gpus)
+    monkeypatch.setattr(launch, "_cpu_count", lambda: 16)
+    assert launch.job_resources("auto", None) == (expected_device, 4)
+    assert launch.job_resources("cpu", 2) == ("cpu", 2)  # explicit settings are kept
+    monkeypatch.setattr(launch, "concurrent_jobs", lambda: 1)
+    assert launch.job_resources("auto", None) == ("auto", None)  # one job at a time: defaults untouched
