@@ -100,6 +100,25 @@ def _resume_path(resume, out_dir: Path) -> Path | None:
     return p / "checkpoints" / "last.pt" if p.is_dir() else p
 
 
+def _load_resume_checkpoint(path: Path, device) -> tuple[Path, dict]:
+    """Load the checkpoint to resume from. A damaged last.pt (e.g. a disk filled while copying it) falls
+    back to the newest readable periodic step_*.pt beside it, with a warning; a file named explicitly
+    must load as is."""
+    try:
+        return path, load_checkpoint(path, map_location=device)
+    except CheckpointError as err:
+        if path.name != "last.pt":
+            raise
+        for candidate in sorted(path.parent.glob("step_*.pt"), reverse=True):  # zero-padded: newest first
+            try:
+                ckpt = load_checkpoint(candidate, map_location=device)
+            except CheckpointError:
+                continue
+            log.warning("%s; resuming from %s instead", err, candidate)
+            return candidate, ckpt
+        raise
+
+
 def run_training(cfg: DictConfig, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +215,7 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
             log.warning("removed %s, left by a process killed while writing a checkpoint", stale)
         ckpt_path = _resume_path(tc.resume, out_dir)
         if ckpt_path is not None:
-            ckpt = load_checkpoint(ckpt_path, map_location=device)
+            ckpt_path, ckpt = _load_resume_checkpoint(ckpt_path, device)
             check_compatible(ckpt, model_kwargs, str(ckpt_path))
             trainer.load_state_dict(ckpt)
             log.info("resumed from %s at step %d of %d", ckpt_path, trainer.step, tc.steps)

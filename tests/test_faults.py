@@ -105,8 +105,8 @@ def test_skip_nonfinite_counts_skips(tmp_path, caplog):
 
 def test_nonfinite_cli_exit_code_and_results(pendulum_dataset_id, tmp_path):
     run = tmp_path / "nan"
-    # grad_clip=nan scales every gradient to NaN: the weights go bad at step 1, the loss at step 2
-    proc = cli("train", "trainer.steps=6", "trainer.grad_clip=nan", "eval.every=0", "logger=none",
+    # lr=1e38 (finite, so accepted) throws the weights to about 1e37 at step 1: the loss overflows at step 2
+    proc = cli("train", "trainer.steps=6", "trainer.lr=1e38", "eval.every=0", "logger=none",
                f"hydra.run.dir={run}", *TINY, check=False)
     assert proc.returncode == 3
     assert "non-finite training loss (nan) or gradient norm (nan) at step 2" in proc.stdout + proc.stderr
@@ -155,6 +155,7 @@ BAD_INPUTS = {
     "truncated checkpoint": (_truncated, "cannot be read safely"),
     "resume=true without checkpoint": (lambda tmp, run: "trainer.resume=true", "there is no checkpoint at"),
     "unknown stop signal": (lambda tmp, run: "trainer.stop_signals=[SIGFOO]", "unknown signal 'SIGFOO'"),
+    "non-finite grad_clip": (lambda tmp, run: "trainer.grad_clip=nan", "trainer.grad_clip must be a finite number > 0"),
 }
 
 
@@ -270,3 +271,19 @@ def test_corrupted_dataset_file_clear_error(damage, make_minari_dataset, minari_
     f.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\0" * 64)
     with pytest.raises(DatasetCorruptError, match=f"'{dataset_id}' at .* cannot be read .*corrupt or incomplete"):
         load_episodes(dataset_id)
+
+
+def test_damaged_last_checkpoint_falls_back_to_newest_step_file(pendulum_dataset_id, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "trainer.steps=30", "trainer.checkpoint_every=10", "trainer.keep_checkpoints=3", "eval.every=0",
+            "logger=none", f"hydra.run.dir={run}", *TINY]
+    cli(*args[:1], "trainer.steps=20", *args[2:])  # stops at step 20: step_10, step_20 and last.pt
+    ckpts = run / "checkpoints"
+    last = ckpts / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])  # torn copy
+    (ckpts / "step_00000020.pt").write_bytes(b"\0" * 64)  # and the newest periodic one unreadable too
+    proc = cli(*args)
+    out = proc.stdout + proc.stderr
+    assert "cannot be read safely" in out and f"resuming from {ckpts / 'step_00000010.pt'} instead" in out
+    assert f"resumed from {ckpts / 'step_00000010.pt'} at step 10" in out
+    assert read_results(run)["status"] == "completed" and torch.load(last, weights_only=True)["step"] == 30

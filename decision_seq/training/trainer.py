@@ -13,6 +13,7 @@ or, with `skip_nonfinite=True`, drops that update and counts it.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import sys
 import threading
@@ -128,6 +129,12 @@ class Trainer:
     ):
         if steps < 1:
             raise ValueError(f"trainer.steps must be >= 1, got {steps}")
+        # clip_grad_norm_ with a NaN/inf/negative max norm silently scales every gradient to NaN or by -1.
+        if not (math.isfinite(grad_clip) and grad_clip > 0):
+            raise ValueError(f"trainer.grad_clip must be a finite number > 0 (the DT paper uses 0.25), got {grad_clip}")
+        for name, value in (("lr", lr), ("weight_decay", weight_decay)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"trainer.{name} must be a finite number >= 0, got {value}")
         self.model, self.sampler = model, sampler
         self.steps, self.grad_clip = steps, grad_clip
         self.device = torch.device(device)
