@@ -55,8 +55,9 @@ def test_smoke_preset_through_joblib_then_leaderboard(pendulum_dataset_id, tmp_p
 
 def test_smoke_preset_through_submitit_local_executor(pendulum_dataset_id, tmp_path):
     sweep = tmp_path / "submitit"
+    # submitit's local executor starts all 4 jobs at once: one torch thread each on the 2-core box
     cli("train", "-m", "experiment=smoke", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-        f"hydra.sweep.dir={sweep}", *TINIER, timeout=600)
+        f"hydra.sweep.dir={sweep}", *TINIER, "trainer.num_threads=1", timeout=600)
     _check_smoke_sweep(sweep, tmp_path)
     assert (sweep / ".submitit").is_dir()  # the jobs really went through submitit
 
