@@ -121,7 +121,7 @@ def leaderboard_cmd(argv: list[str]) -> None:
 
 
 # `hydra/launcher=local`'s default n_jobs (conf/hydra/launcher/local.yaml).
-OmegaConf.register_new_resolver("decision_seq_parallel_jobs", lambda: parallel_jobs_default(), replace=True)
+OmegaConf.register_new_resolver("decision_seq_parallel_jobs", parallel_jobs_default, replace=True)
 
 COMMANDS = {"train": train_app, "eval": eval_app}
 PLAIN_COMMANDS = {"datasets": datasets_cmd, "leaderboard": leaderboard_cmd}  # argparse, not Hydra

@@ -28,8 +28,8 @@ import numpy as np
 
 from decision_seq import stats
 from decision_seq.fileio import atomic_write
+from decision_seq.results import RESULTS_FILE, eval_score
 
-RESULTS_FILE = "results.json"  # as decision_seq.results.RESULTS_FILE (not imported: that module pulls torch)
 EXIT_BAD_INPUT = 2
 
 # What makes two runs comparable. `mode` is the evaluation mode (window / recurrent).
@@ -131,11 +131,6 @@ def _fmt_value(value) -> str:
     return str(value)
 
 
-def _eval_score(rows: list[dict]) -> float:
-    """Score of one evaluation: max over targets of the mean normalized score (else mean return)."""
-    return max(r["mean_normalized"] if r.get("mean_normalized") is not None else r["mean_return"] for r in rows)
-
-
 def _finite(x) -> float:
     x = float(x)
     if not math.isfinite(x):
@@ -160,7 +155,7 @@ def run_from_results(data: dict, path: str) -> Run:
               backbone=data.get("backbone"), dataset_name=ds.get("name"), dataset_score=ds.get("normalized_score_mean"),
               protocol=protocol, error=data.get("error"))
     try:
-        run.curve = [(int(e["step"]), float(_eval_score(e["results"]))) for e in data.get("evaluations") or []]
+        run.curve = [(int(e["step"]), float(eval_score(e["results"]))) for e in data.get("evaluations") or []]
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"malformed 'evaluations' ({type(err).__name__}: {err})") from None
     if status == "completed":

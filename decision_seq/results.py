@@ -46,8 +46,14 @@ def eval_record(step: int, per_target: dict[float, dict], normalize) -> dict:
     return {"step": int(step), "results": rows, "metrics": metrics}
 
 
-def _score(row: dict) -> float:
-    return row["mean_normalized"] if row["mean_normalized"] is not None else row["mean_return"]
+def row_score(row: dict) -> float:
+    """One target's score: its mean normalized score, or its mean return when the dataset has none."""
+    return row["mean_normalized"] if row.get("mean_normalized") is not None else row["mean_return"]
+
+
+def eval_score(rows: list[dict]) -> float:
+    """One evaluation's score: the best target's (what `eval/score` logs and the curves plot)."""
+    return max(row_score(r) for r in rows)
 
 
 def summarize(evaluations: list[dict]) -> tuple[dict, dict]:
@@ -65,13 +71,13 @@ def summarize(evaluations: list[dict]) -> tuple[dict, dict]:
     best_rows = []
     for i, r in enumerate(last["results"]):
         cand = [(e["step"], e["results"][i]) for e in evaluations]
-        step, row = max(cand, key=lambda c: _score(c[1]))
+        step, row = max(cand, key=lambda c: row_score(c[1]))
         best_rows.append({k: row[k] for k in ("target", "mean_return", "std_return", "mean_normalized", "std_normalized")}
                          | {"step": step})
 
     def headline(rows):
-        top = max(rows, key=_score)
-        return {"score": _score(top), "target": top["target"], "step": top["step"], "per_target": rows}
+        top = max(rows, key=row_score)
+        return {"score": row_score(top), "target": top["target"], "step": top["step"], "per_target": rows}
 
     return headline(final_rows), headline(best_rows)
 

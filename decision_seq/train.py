@@ -20,7 +20,7 @@ from decision_seq.data.episodes import EpisodeSet, episodes_from_minari, load_mi
 from decision_seq.data.sampler import SequenceSampler
 from decision_seq.evaluation.rollout import rollout
 from decision_seq.launch import job_resources
-from decision_seq.results import RESULTS_FILE, eval_record, git_commit, summarize, versions, write_json_atomic
+from decision_seq.results import RESULTS_FILE, eval_record, eval_score, git_commit, summarize, versions, write_json_atomic
 from decision_seq.report import print_results_table
 from decision_seq.tracking import make_logger
 from decision_seq.training.checkpoint import CheckpointError, load_checkpoint, remove_stale_temp_files
@@ -183,8 +183,7 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
                                 rtg_scale=cfg.dataset.rtg_scale, seed=cfg.seed, device=device)
         record["wall_sec"] = time.perf_counter() - t0
         record["metrics"]["perf/eval_sec"] = record["wall_sec"]
-        best = max(r["mean_normalized"] if r["mean_normalized"] is not None else r["mean_return"]
-                   for r in record["results"])
+        best = eval_score(record["results"])
         log.info("eval @ step %d: %s", step, ", ".join(
             f"target {r['target']:g}: return {r['mean_return']:.1f}"
             + (f" (normalized {r['mean_normalized']:.1f})" if r["mean_normalized"] is not None else "")

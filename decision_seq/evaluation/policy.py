@@ -5,8 +5,8 @@ Modes (`EVAL_MODES`):
 - "window" (default, exact): the action at step t is predicted from the last K steps (left-padded with
   a mask while t < K), exactly what the model saw in training and what the official DT evaluation
   does (Chen et al. 2021; Ota 2024 evaluates Decision Mamba the same way). The fast form gives the
-  same actions (float tolerance) with less work: each token is embedded once and kept in a K-step
-  sliding buffer (with the backbone's `token_features`, e.g. the transformer's first-layer
+  same actions (float tolerance) with less work: each token is embedded once and kept in a buffer of
+  the last steps (with the backbone's `token_features`, e.g. the transformer's first-layer
   projections); the window is fed unpadded (the same output as the masked, left-padded window) to
   the backbone's `forward_last`, which computes only what reaches the state token s_t's output. The
   rest must be recomputed every step: once the oldest step leaves the window, every later token's
@@ -72,6 +72,7 @@ class SequencePolicy:
             # front (one copy every K steps instead of a shift every step).
             self.tokens = torch.zeros(self.n, 2 * self.K, 3, model.embed_dim, device=self.device, dtype=self.dtype)
             self.features = None  # per-token backbone features, same layout, made on first use
+            self.token_features = getattr(backbone, "token_features", None)
             self.pos = -1
         else:
             # Histories of the whole episode; the reference form reads the last K steps of them.
@@ -107,9 +108,8 @@ class SequencePolicy:
         """Embed this step's token `kind` (0 return, 1 state, 2 action) into the newest slot."""
         tok = self.model.embed_token(("return", "state", "action")[kind], x, ts)  # (B, D)
         self.tokens[:, self.pos, kind] = tok
-        features = getattr(self.model.backbone, "token_features", None)
-        if features is not None:
-            f = features(tok)  # (B, F)
+        if self.token_features is not None:
+            f = self.token_features(tok)  # (B, F)
             if self.features is None:
                 self.features = tok.new_zeros(self.n, 2 * self.K, 3, f.shape[-1])
             self.features[:, self.pos, kind] = f

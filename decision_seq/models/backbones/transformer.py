@@ -32,11 +32,12 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
 
+    def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        B, T, D = t.shape
+        return t.view(B, T, self.n_head, D // self.n_head).transpose(1, 2)  # (B, T, D) -> (B, nh, T, hs)
+
     def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        B, T, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=-1)
-        # (B, T, D) -> (B, nh, T, hs)
-        return tuple(t.view(B, T, self.n_head, D // self.n_head).transpose(1, 2) for t in (q, k, v))
+        return tuple(self._split_heads(t) for t in self.qkv(x).split(x.shape[-1], dim=-1))
 
     def _merge(self, y: torch.Tensor) -> torch.Tensor:
         B, nh, T, hs = y.shape
@@ -63,10 +64,8 @@ class CausalSelfAttention(nn.Module):
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention of an unpadded window from its projections: k, v (B, T, D), q (B, T, D) (causal)
         or (B, 1, D), the last query alone, which sees every key and needs no mask."""
-        B, D = q.shape[0], q.shape[-1]
-        heads = [t.view(B, t.shape[1], self.n_head, D // self.n_head).transpose(1, 2) for t in (q, k, v)]
-        causal = q.shape[1] > 1
-        return self._merge(F.scaled_dot_product_attention(*heads, is_causal=causal))
+        heads = [self._split_heads(t) for t in (q, k, v)]
+        return self._merge(F.scaled_dot_product_attention(*heads, is_causal=q.shape[1] > 1))
 
     def window_qkv(self, h: torch.Tensor, last_only: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v projections of h (B, T, D); with `last_only` q for the last token only (1/3 less work)."""
