@@ -520,6 +520,17 @@ _USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError, DatasetNotFoundE
                 RemoteUnavailableError)
 
 
+def _disk_error_message(err: OSError) -> str:
+    where = f" ({err.filename})" if err.filename else ""
+    try:
+        root = str(get_dataset_path())
+    except OSError:  # the root itself may be what failed
+        root = "the Minari root"
+    return (f"disk error: {err.strerror or err}{where}. Datasets are written to a hidden temp dir and "
+            f"renamed into place when complete, so no partial dataset was left in {root}; "
+            f"free space or fix permissions and rerun (`datasets build` resumes from its work dir)")
+
+
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return code
@@ -546,3 +557,5 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.func(args))
         except _USER_ERRORS as err:
             return _fail(str(err))
+        except OSError as err:  # full disk, no permission, read-only filesystem: not the user's input
+            return _fail(_disk_error_message(err), EXIT_UNEXPECTED)

@@ -276,3 +276,34 @@ def test_pickle_with_wrong_layout(tmp_path, fresh_minari_root):
     path.write_bytes(pickle.dumps(trajectories))
     with pytest.raises(ValueError, match="trajectory 1 lacks rewards"):
         import_d4rl(path, allow_pickle=True, progress=False)
+
+
+def test_disk_full_mid_write_leaves_no_partial_dataset(tmp_path, fresh_minari_root, monkeypatch, capsys):
+    """ENOSPC after Minari has written part of the new dataset: one line naming the disk error (exit 1),
+    the existing dataset under the same id intact, and nothing half-written (or hidden) left in the root."""
+    import errno
+
+    first = write_d4rl(tmp_path / "hopper_medium_replay-v2.hdf5")
+    assert datasets_main(["import-d4rl", str(first), "--no-progress"]) == 0
+    before = sorted(p.relative_to(fresh_minari_root) for p in fresh_minari_root.rglob("*"))
+    capsys.readouterr()
+
+    real_create = minari.create_dataset_from_buffers
+
+    def create_then_disk_full(dataset_id, *args, **kwargs):
+        dataset = real_create(dataset_id, *args, **kwargs)  # files written into the temp root
+        raise OSError(errno.ENOSPC, "No space left on device", str(dataset.spec.data_path))
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", create_then_disk_full)
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    second = write_d4rl(second_dir / "hopper_medium_replay-v2.hdf5", scale=10.0)
+    assert datasets_main(["import-d4rl", str(second), "--overwrite", "--no-progress"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "disk error: No space left on device" in errors[0]
+    assert "no partial dataset was left" in errors[0]
+
+    assert sorted(p.relative_to(fresh_minari_root) for p in fresh_minari_root.rglob("*")) == before
+    ds = minari.load_dataset(HOPPER_ID)
+    assert ds.total_steps == N
+    np.testing.assert_array_equal(next(ds.iterate_episodes()).rewards, _rewards(range(4)))
