@@ -87,6 +87,30 @@ def test_init_as_mamba_ssm():
     assert _mixer().A_log._no_weight_decay
 
 
+def test_backbone_init_choices():
+    """init="mamba_ssm" keeps the mixers' init and redraws only the MLPs; init="gpt2" (the default, the
+    official DMamba code's) redraws every Linear with N(0, 0.02) and zero bias, dt_proj.bias included,
+    and leaves conv1d, A_log and D as mamba_ssm sets them."""
+    kw = {"n_layer": 2, "d_state": 4, "use_kernels": False}
+    torch.manual_seed(0)
+    ours = MambaBackbone(d_model=64, init="mamba_ssm", **kw)
+    torch.manual_seed(0)
+    official = MambaBackbone(d_model=64, **kw)
+    for a, b in zip(ours.blocks, official.blocks, strict=True):
+        dt = torch.nn.functional.softplus(a.mixer.dt_proj.bias.detach())
+        assert (dt >= 1e-3 * (1 - 1e-4)).all() and (dt <= 0.1 * (1 + 1e-4)).all()
+        assert (b.mixer.dt_proj.bias == 0).all()
+        for name in ("in_proj", "x_proj", "dt_proj", "out_proj"):
+            w = getattr(b.mixer, name).weight.detach()
+            assert abs(w.std().item() - 0.02) < 0.004, name  # >= 256 draws each
+            assert not torch.equal(w, getattr(a.mixer, name).weight.detach()), name
+        for name in ("conv1d.weight", "conv1d.bias", "A_log", "D"):
+            torch.testing.assert_close(b.mixer.get_parameter(name), a.mixer.get_parameter(name))
+        assert all((m.bias == 0).all() for m in b.mlp if isinstance(m, torch.nn.Linear))
+    with pytest.raises(ValueError, match="init must be one of mamba_ssm, gpt2, got 'xavier'"):
+        MambaBackbone(d_model=16, init="xavier")
+
+
 # -- scans --------------------------------------------------------------------------------------------
 
 

@@ -12,10 +12,10 @@ from test_rollout import CountdownEnv
 S, A = 3, 2
 
 
-def _model(backbone: str, discrete: bool = False, dtype=torch.float64, n_layer: int = 2):
+def _model(backbone: str, discrete: bool = False, dtype=torch.float64, n_layer: int = 2, **backbone_kwargs):
     torch.manual_seed(0)
     model = TrajectoryModel(state_dim=S, action_dim=A, discrete=discrete, embed_dim=16, max_ep_len=64, dropout=0.0,
-                            backbone=backbone, backbone_kwargs={"n_layer": n_layer})
+                            backbone=backbone, backbone_kwargs={"n_layer": n_layer} | backbone_kwargs)
     return model.to(dtype).eval()
 
 
@@ -30,7 +30,9 @@ def _actions(model, mode, K, T, incremental=True, n=4):
 
 @pytest.mark.parametrize("discrete", [False, True])
 def test_mamba_recurrent_equals_window_within_context(discrete):
-    model = _model("mamba", discrete)
+    # mamba_ssm's init (step sizes 0.001-0.1): a long memory, so what the window drops shows beyond K. With
+    # the default GPT-2 init (step 0.69 per token) the state forgets the dropped steps to below 1e-9.
+    model = _model("mamba", discrete, init="mamba_ssm")
     K = 6
     window = _actions(model, "window", K, T=2 * K, incremental=False)
     recurrent = _actions(model, "recurrent", K, T=2 * K)

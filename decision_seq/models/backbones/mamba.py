@@ -426,30 +426,37 @@ class MambaBlock(nn.Module):
         return x + self.mlp(self.norm_mlp(x))
 
 
+INIT_CHOICES = ("mamba_ssm", "gpt2")
+
+
 @register_backbone("mamba")
 class MambaBackbone(nn.Module):
     """Stack of Decision Mamba blocks and a final LayerNorm; DMamba paper defaults (3 layers, d_state 16).
 
-    The mixers keep mamba_ssm's initialization and the MLPs get GPT-2's (normal(0, 0.02), zero bias).
-    Departure from the official DMamba code: it runs HuggingFace's GPT-2 init over the whole stack,
-    which also redraws the mixers' Linear weights and zeroes dt_proj.bias (softplus(0) = 0.69 instead
-    of a step size in [0.001, 0.1]), undoing the init mamba_ssm takes care to set up.
+    init="gpt2" (default, as the official DMamba code, which runs HuggingFace's GPT-2 init over the
+    whole stack): every Linear, the mixers' included, is redrawn from normal(0, 0.02) with zero bias, so
+    dt_proj.bias = 0 (step size softplus(0) = 0.69); conv1d, A_log and D keep mamba_ssm's init.
+    init="mamba_ssm" keeps mamba_ssm's mixer init (dt in [0.001, 0.1]) and redraws only the MLPs.
+    On the demo (4 seeds) gpt2 scored 81.6 +- 14.5 and mamba_ssm 67.1 +- 16.4 (README, Models).
     """
 
     constant_time_step = True  # `step` is O(1) per token: evaluation can run it over a whole episode
 
     def __init__(self, d_model: int, n_layer: int = 3, dropout: float = 0.1, d_state: int = 16, d_conv: int = 4,
-                 expand: int = 2, use_kernels: bool | None = None):
+                 expand: int = 2, use_kernels: bool | None = None, init: str = "gpt2"):
         super().__init__()
+        if init not in INIT_CHOICES:
+            raise ValueError(f"mamba backbone init must be one of {', '.join(INIT_CHOICES)}, got {init!r}")
         self.blocks = nn.ModuleList(
             MambaBlock(d_model, dropout, d_state, d_conv, expand, use_kernels, layer_idx=i) for i in range(n_layer)
         )
         self.ln_f = nn.LayerNorm(d_model)
         for block in self.blocks:
-            for module in block.mlp:
+            for module in block.mlp if init == "mamba_ssm" else block.modules():
                 if isinstance(module, nn.Linear):
                     nn.init.normal_(module.weight, mean=0.0, std=0.02)
-                    nn.init.zeros_(module.bias)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, D), mask (B, T) bool (True = real token; windows are left-padded) -> (B, T, D)."""
