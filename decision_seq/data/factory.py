@@ -82,10 +82,12 @@ from decision_seq.data.builders import (
     _AUTHOR,
     _AUTHOR_EMAIL,
     _REFERENCE_SEED,
+    _mean_return,
     _rollout,
     create_dataset_atomically,
     dataset_exists_locally,
 )
+from decision_seq.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -244,15 +246,6 @@ def _episode_return(episode: EpisodeBuffer) -> float:
     return float(np.sum(episode.rewards, dtype=np.float64))
 
 
-def _mean_return(env_id: str, make_act: Callable[[int], Callable], seeds: Sequence[int]) -> float:
-    """Mean undiscounted return of whole episodes with the given reset seeds; make_act(i) is episode i's policy."""
-    env = gym.make(env_id)
-    try:
-        return float(np.mean([_episode_return(_rollout(env, make_act(i), s)) for i, s in enumerate(seeds)]))
-    finally:
-        env.close()
-
-
 def _collect(env_id: str, act: Callable[[np.ndarray], np.ndarray], num_steps: int, seed_base: int, *,
              desc: str, progress: bool) -> list[EpisodeBuffer]:
     """Whole episodes (reset seeds seed_base + i) until `num_steps` env steps; the last may be cut."""
@@ -355,19 +348,7 @@ def _save_state(run: TrainingRun) -> None:
         "snapshots": [asdict(s) for s in run.snapshots], "replay_chunks": [list(c) for c in run.replay_chunks],
         "agent_file": run.agent_file, "rng": run.rng, "n_updates": run.n_updates,
     }
-    _atomic_write(run.work_dir / "state.json", lambda f: f.write(json.dumps(state).encode()))
-
-
-def _atomic_write(path: Path, write: Callable) -> None:
-    """write(file object) to a temporary sibling, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(run.work_dir / "state.json", lambda tmp: tmp.write_text(json.dumps(state)))
 
 
 @dataclass
@@ -457,6 +438,11 @@ def _restore(model, run: TrainingRun, config: BuildConfig) -> None:
     model.env.seed(_derived_seed(config.seed, "resume") + n)
 
 
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: given a path, np.savez would append ".npz" to the temp name
+        np.savez(f, **arrays)
+
+
 def _checkpoint(model, run: TrainingRun, prev_step: int, eval_env: gym.Env, eval_seeds: list[int]) -> Snapshot:
     """Save the new replay chunk and a policy snapshot, evaluate it, then commit agent + state.json."""
     import torch
@@ -466,8 +452,8 @@ def _checkpoint(model, run: TrainingRun, prev_step: int, eval_env: gym.Env, eval
     chunk = {"obs": buf.observations[prev_step:step, 0], "next_obs": buf.next_observations[prev_step:step, 0],
              "actions": buf.actions[prev_step:step, 0], "rewards": buf.rewards[prev_step:step, 0],
              "dones": buf.dones[prev_step:step, 0].astype(bool), "timeouts": buf.timeouts[prev_step:step, 0].astype(bool)}
-    _atomic_write(run.chunk_path(prev_step, step), lambda f: np.savez(f, **chunk))
-    _atomic_write(run.snapshot_path(step), lambda f: torch.save(model.actor.state_dict(), f))
+    atomic_write(run.chunk_path(prev_step, step), lambda tmp: _savez(tmp, chunk))
+    atomic_write(run.snapshot_path(step), lambda tmp: torch.save(model.actor.state_dict(), tmp))
 
     act = _actor_act(model.actor, model.policy.unscale_action, deterministic=True)
     returns = [_episode_return(_rollout(eval_env, act, s)) for s in eval_seeds]
@@ -476,7 +462,7 @@ def _checkpoint(model, run: TrainingRun, prev_step: int, eval_env: gym.Env, eval
     agent_file = f"agent-{step:09d}.pt"
     agent = {"params": model.get_parameters(), "log_ent_coef": model.log_ent_coef.detach().cpu(),
              "torch_rng": torch.get_rng_state()}
-    _atomic_write(run.work_dir / agent_file, lambda f: torch.save(agent, f))
+    atomic_write(run.work_dir / agent_file, lambda tmp: torch.save(agent, tmp))
     run.step, run.agent_file, run.n_updates = step, agent_file, int(model._n_updates)
     run.snapshots.append(snapshot)
     run.replay_chunks.append((prev_step, step))
@@ -538,7 +524,8 @@ def _train(env_id: str, config: BuildConfig, work_dir: Path, *, progress: bool,
     try:
         model = _make_sac(env, config)
         if run is None:
-            work_dir.mkdir(parents=True, exist_ok=True)
+            for sub in ("replay", "snapshots"):
+                (work_dir / sub).mkdir(parents=True, exist_ok=True)
             run = TrainingRun(work_dir=work_dir, settings=settings)
         else:
             _restore(model, run, config)
@@ -695,15 +682,14 @@ def build_report(env_id: str, levels: Sequence[str], config: BuildConfig, *, ove
         train_seconds = time.perf_counter() - t_train
 
         # Reference scores, on the same fixed-seed episodes for every level of the build.
-        ref_seeds = [_REFERENCE_SEED + i for i in range(config.reference_episodes)]
         ref_min = _mean_return(env_id, lambda i: _uniform_act(act_space, np.random.default_rng([_REFERENCE_SEED, i])),
-                               ref_seeds)
+                               config.reference_episodes)
         medium, expert = select_snapshots(run.snapshots, ref_min, expert=config.expert,
                                           medium_fraction=config.medium_fraction)
         expert_policy = load_snapshot_actor(run, expert.step, obs_space, act_space)
         medium_policy = load_snapshot_actor(run, medium.step, obs_space, act_space)
         ref_max = _mean_return(env_id, lambda i: _actor_act(expert_policy.actor, expert_policy.unscale_action, True),
-                               ref_seeds)
+                               config.reference_episodes)
         log.info("%s: ref_min_score (uniform random) %.1f, ref_max_score (expert snapshot %d) %.1f; medium "
                  "snapshot %d (evaluation return %.1f)", env_id, ref_min, expert.step, ref_max, medium.step,
                  medium.eval_return)
