@@ -30,7 +30,7 @@ def pendulum_dataset_id(minari_root: Path) -> str:
 
     Code paths that auto-build the default dataset find this one and do not rebuild it.
     """
-    from decision_seq.data.builders import DEFAULT_DATASET_ID, build_pendulum_mixed
+    from decision_seq.datasets.builtin import DEFAULT_DATASET_ID, build_pendulum_mixed
 
     build_pendulum_mixed(DEFAULT_DATASET_ID, num_episodes=30, seed=0, num_reference_episodes=10, progress=False)
     return DEFAULT_DATASET_ID
@@ -39,7 +39,7 @@ def pendulum_dataset_id(minari_root: Path) -> str:
 @pytest.fixture(scope="session")
 def cartpole_dataset_id(minari_root: Path) -> str:
     """A small (20-episode) build of the discrete-action CartPole dataset."""
-    from decision_seq.data.builders import CARTPOLE_DATASET_ID, build_cartpole_mixed
+    from decision_seq.datasets.builtin import CARTPOLE_DATASET_ID, build_cartpole_mixed
 
     build_cartpole_mixed(CARTPOLE_DATASET_ID, num_episodes=20, seed=0, num_reference_episodes=5, progress=False)
     return CARTPOLE_DATASET_ID

@@ -12,7 +12,7 @@ import minari
 import numpy as np
 import pytest
 
-from decision_seq.data.d4rl import (
+from decision_seq.datasets.d4rl import (
     D4RL_ENVS,
     d4rl_dataset_id,
     import_d4rl,
@@ -20,7 +20,7 @@ from decision_seq.data.d4rl import (
     read_d4rl_hdf5,
 )
 from decision_seq.data.episodes import load_episodes
-from decision_seq.datasets_cli import main as datasets_main
+from decision_seq.cli.datasets import main as datasets_main
 
 # Three hopper episodes in 12 rows: rows 0-3 end on a terminal, 4-8 on a timeout, 9-11 are a trailing
 # partial episode (no flag on the last row).

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from decision_seq.data import builders
-from decision_seq.data.builders import (
+from decision_seq.datasets import builtin as builders
+from decision_seq.datasets.builtin import (
     DEFAULT_DATASET_ID,
     build_pendulum_mixed,
     dataset_exists_locally,

@@ -14,11 +14,11 @@ import pytest
 import requests
 
 from decision_seq import cli
-from decision_seq.data import builders
-from decision_seq.data.builders import CARTPOLE_DATASET_ID, build_cartpole_mixed, dataset_exists_locally
+from decision_seq.datasets import builtin as builders
+from decision_seq.datasets.builtin import CARTPOLE_DATASET_ID, build_cartpole_mixed, dataset_exists_locally
 from decision_seq.data.episodes import load_episodes
-from decision_seq.datasets_cli import catalog, hydra_dataset_names
-from decision_seq.datasets_cli import main as datasets_main
+from decision_seq.cli.datasets import catalog, hydra_dataset_names
+from decision_seq.cli.datasets import main as datasets_main
 
 ERROR = "decision-seq datasets: error:"
 
@@ -166,25 +166,25 @@ def test_help_texts(capsys):
 
 
 def test_broken_factory_does_not_break_other_commands(monkeypatch, pendulum_dataset_id, no_network, capsys):
-    import decision_seq.data
+    import decision_seq.datasets
 
-    monkeypatch.setitem(sys.modules, "decision_seq.data.factory", None)  # import now raises ImportError
-    monkeypatch.delattr(decision_seq.data, "factory", raising=False)  # set if an earlier test imported it
+    monkeypatch.setitem(sys.modules, "decision_seq.datasets.sac_build", None)  # import now raises ImportError
+    monkeypatch.delattr(decision_seq.datasets, "sac_build", raising=False)  # set if an earlier test imported it
     assert datasets_main(["list"]) == 0
     capsys.readouterr()
     assert datasets_main(["build", "hopper"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"{ERROR} the dataset factory (decision_seq.data.factory) cannot be imported")
+    assert err.startswith(f"{ERROR} the dataset factory (decision_seq.datasets.sac_build) cannot be imported")
 
 
 def test_build_delegates_to_factory(capsys):
-    pytest.importorskip("decision_seq.data.factory", reason="decision_seq.data.factory is not written yet")
+    pytest.importorskip("decision_seq.datasets.sac_build", reason="decision_seq.datasets.sac_build is not written yet")
     assert datasets_main(["build", "--help"]) == 0
     assert "build" in capsys.readouterr().out
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "decision_seq.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "decision_seq", *args], capture_output=True, text=True,
                           timeout=120, cwd=Path(__file__).resolve().parents[1])
 
 

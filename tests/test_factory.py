@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from decision_seq.data.episodes import load_episodes
-from decision_seq.data.factory import (
+from decision_seq.datasets.sac_build import (
     LEVELS,
     BuildConfig,
     Snapshot,
@@ -236,7 +236,7 @@ def test_run_build_then_train_cli(built, tmp_path, fresh_minari_root, capsys):
         run_build(args)
 
     run = tmp_path / "train"
-    cmd = [sys.executable, "-m", "decision_seq.cli", "train", f"dataset.id={dataset_id}", "dataset.name=factory",
+    cmd = [sys.executable, "-m", "decision_seq", "train", f"dataset.id={dataset_id}", "dataset.name=factory",
            "dataset.targets=null", "trainer.steps=10", "eval.every=0", "eval.episodes=1", "logger=none",
            "model.context_len=5", "model.net.embed_dim=16", "model.net.backbone_kwargs.n_layer=1",
            "trainer.batch_size=8", "trainer.warmup_steps=5", "trainer.log_every=5", "trainer.progress=false",

@@ -27,7 +27,7 @@ def test_sigterm_checkpoints_exits_75_and_relaunch_completes(pendulum_dataset_id
     args = ["train", "trainer.steps=400", "trainer.checkpoint_every=20", "eval.every=0", "logger=none",
             f"hydra.run.dir={run}", *TINY]
     env = {**os.environ, "WANDB_MODE": "offline"}
-    proc = subprocess.Popen([sys.executable, "-m", "decision_seq.cli", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "decision_seq", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ckpts = run / "checkpoints"
     deadline = time.time() + 120
@@ -182,7 +182,7 @@ def test_empty_dataset_clear_error():
 
 def test_target_outside_dataset_returns_warns():
     from decision_seq.data.episodes import episodes_from_arrays
-    from decision_seq.train import check_targets
+    from decision_seq.experiment.recipe import check_targets
 
     rewards = [np.full(10, 1.0), np.full(10, 3.0)]  # episode returns 10 and 30
     eps = episodes_from_arrays(observations=[np.zeros((11, 2))] * 2, actions=[np.zeros((10, 1))] * 2,
@@ -195,7 +195,7 @@ def test_target_outside_dataset_returns_warns():
 def test_wandb_online_without_network_falls_back_to_offline(monkeypatch, tmp_path, caplog):
     import wandb
 
-    from decision_seq.tracking import make_logger
+    from decision_seq.experiment.tracking import make_logger
 
     modes = []
 
@@ -232,7 +232,7 @@ def test_sigkill_at_any_moment_then_relaunch_completes(moment, pendulum_dataset_
     env = {**os.environ, "WANDB_MODE": "offline"}
     if moment == "during_checkpoint_write":
         env["DECISION_SEQ_TEST_SAVE_DELAY"] = "2"  # every save pauses between temp write and rename
-    proc = subprocess.Popen([sys.executable, "-m", "decision_seq.cli", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "decision_seq", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         if moment == "before_first_checkpoint":

@@ -1,4 +1,4 @@
-"""`decision-seq leaderboard` and decision_seq.stats: exact statistics on tiny hand-made inputs,
+"""`decision-seq leaderboard` and decision_seq.leaderboard.stats: exact statistics on tiny hand-made inputs,
 protocol splits, skipped and invalid runs, outputs and plots, W&B dirs, and one real 2-seed sweep."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from decision_seq import stats
-from decision_seq.leaderboard import main, published_for
+from decision_seq.leaderboard import stats
+from decision_seq.leaderboard.board import main, published_for
 
 # ---------------------------------------------------------------------------------------------------
 # Independent re-computations for the expected values (explicit loops, hand-written percentile)
@@ -360,7 +360,7 @@ TINY = [
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, "-m", "decision_seq.cli", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "decision_seq", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
     assert proc.returncode == 0, f"decision-seq {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return proc

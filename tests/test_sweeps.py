@@ -111,7 +111,7 @@ def test_launcher_configs_compose():
     with initialize_config_module(config_module="decision_seq.conf", version_base="1.3"):
         slurm = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True).hydra.launcher
         assert "SlurmLauncher" in slurm._target_ and slurm.gpus_per_node == 1 and slurm.array_parallelism == 64
-        from decision_seq.launch import parallel_jobs_default
+        from decision_seq.experiment.resources import parallel_jobs_default
 
         from omegaconf import OmegaConf
 
@@ -122,7 +122,7 @@ def test_launcher_configs_compose():
 
 @pytest.mark.parametrize("job_num,gpus,expected_device", [(0, 2, "cuda:0"), (3, 2, "cuda:1"), (5, 0, "auto"), (1, 1, "auto")])
 def test_parallel_jobs_split_gpus_and_threads(monkeypatch, job_num, gpus, expected_device):
-    from decision_seq import launch
+    from decision_seq.experiment import resources as launch
 
     monkeypatch.setattr(launch, "concurrent_jobs", lambda: 4)
     monkeypatch.setattr(launch, "_job_num", lambda: job_num)

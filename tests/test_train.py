@@ -23,7 +23,7 @@ TINY = [
 
 def cli(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, "-m", "decision_seq.cli", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "decision_seq", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"decision-seq {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

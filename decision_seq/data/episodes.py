@@ -297,7 +297,7 @@ def episodes_from_minari(dataset: minari.MinariDataset) -> EpisodeSet:
 
 def load_minari_dataset(dataset_id: str, download: bool = False) -> minari.MinariDataset:
     """`minari.load_dataset`, building built-in ids locally and explaining what to do when one is missing."""
-    from decision_seq.data.builders import BUILTIN, ensure_builtin_dataset  # builders never import this module
+    from decision_seq.datasets.builtin import BUILTIN, ensure_builtin_dataset  # builders never import this module
 
     try:
         if dataset_id in BUILTIN:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from decision_seq.fileio import atomic_write
+from decision_seq.utils.fileio import atomic_write
 
 FORMAT = "decision-seq-checkpoint"
 # Test hook: seconds to wait between writing the temp file and renaming it, so a test can kill the
