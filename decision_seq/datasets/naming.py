@@ -1,0 +1,59 @@
+"""Dataset ids and level names, defined once: every module that makes, parses or lists an id uses these.
+
+Formats (Minari ids are `namespace/name/version`):
+- built-in sets:            `decision-seq/<env>/mixed-v0` (BUILTIN_NAMESPACE)
+- D4RL-style SAC rebuilds:  `decision-seq/<env>/<level>-v0`, level in LEVELS
+- imported D4RL data:       `d4rl/<env>/<level>-v2`, env in D4RL_ENV_NAMES, level in LEVELS
+- Minari's remote MuJoCo:   `mujoco/<env>/<level>-v0`, level in REMOTE_MUJOCO_LEVELS
+"""
+
+from __future__ import annotations
+
+import re
+
+LEVELS: tuple[str, ...] = ("random", "medium", "medium-replay", "expert", "medium-expert")  # D4RL's levels
+REMOTE_MUJOCO_LEVELS: tuple[str, ...] = ("simple", "medium", "expert")  # Minari's mujoco/* sets
+D4RL_ENV_NAMES: tuple[str, ...] = ("hopper", "halfcheetah", "walker2d")
+
+BUILTIN_NAMESPACE = "decision-seq"
+D4RL_NAMESPACE = "d4rl"
+D4RL_VERSION = 2
+REBUILD_VERSION = 0
+
+_ENVS = "|".join(D4RL_ENV_NAMES)
+D4RL_ID = re.compile(rf"^{D4RL_NAMESPACE}/(?P<env>{_ENVS})/(?P<level>[a-z-]+)-v{D4RL_VERSION}$")
+REBUILD_ID = re.compile(rf"^{BUILTIN_NAMESPACE}/(?P<env>{_ENVS})/(?P<level>[a-z-]+)-v\d+$")
+
+
+def check_level(level: str) -> str:
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; valid levels: {', '.join(LEVELS)}")
+    return level
+
+
+def rebuild_id(env_name: str, level: str, namespace: str = BUILTIN_NAMESPACE) -> str:
+    """Id of a D4RL-style rebuild: ('hopper', 'medium-replay') -> 'decision-seq/hopper/medium-replay-v0'."""
+    return f"{namespace}/{env_name.lower()}/{check_level(level)}-v{REBUILD_VERSION}"
+
+
+def d4rl_id(env_name: str, level: str, version: int = D4RL_VERSION) -> str:
+    """Id of an imported D4RL set: ('hopper', 'medium') -> 'd4rl/hopper/medium-v2'."""
+    return f"{D4RL_NAMESPACE}/{env_name}/{check_level(level)}-v{version}"
+
+
+def remote_mujoco_id(env_name: str, level: str) -> str:
+    """Id of one of Minari's remote MuJoCo sets: ('hopper', 'medium') -> 'mujoco/hopper/medium-v0'."""
+    return f"mujoco/{env_name}/{level}-v0"
+
+
+def d4rl_task(dataset_id: str) -> tuple[str, bool] | None:
+    """('hopper-medium', exact) for an imported D4RL set (exact=True) or one of our rebuilds (False)."""
+    m = D4RL_ID.match(dataset_id)
+    exact = m is not None
+    m = m or REBUILD_ID.match(dataset_id)
+    return None if m is None else (f"{m['env']}-{m['level']}", exact)
+
+
+def dataset_stem(dataset_id: str) -> str:
+    """The id without its version: runs on two versions of one dataset share a leaderboard group."""
+    return re.sub(r"-v\d+$", "", dataset_id)
