@@ -3,11 +3,12 @@
     decision-seq datasets list [--remote]          local datasets + the catalog of known ones
     decision-seq datasets info ID [--json]         spaces, sizes, return statistics, reference scores
     decision-seq datasets download ID              Minari remote (network); built-in ids are built locally
-    decision-seq datasets build ENV ...            D4RL-style datasets built locally (decision_seq.datasets.sac_build)
+    decision-seq datasets build ENV ...            D4RL-style datasets built locally (cli/build.py, datasets/sac/)
     decision-seq datasets import-d4rl FILE...      D4RL HDF5 files (or the DT repo's pickles) -> Minari
 
 Only `download` and `list --remote` touch the network. Bad input ends with one line
-`decision-seq datasets: error: ...` on stderr and exit code 2.
+`decision-seq datasets: error: ...` on stderr and exit code 2. What the commands show comes from
+decision_seq/datasets/catalog.py; this module only parses arguments and prints.
 """
 
 from __future__ import annotations
@@ -18,134 +19,43 @@ import json
 import logging
 import shutil
 import sys
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import minari
-import yaml
 from minari.storage import get_dataset_path
-from rich.console import Console
 from rich.table import Table
 
-from decision_seq.datasets.builtin import BUILTIN, CARTPOLE_DATASET_ID, DEFAULT_DATASET_ID, dataset_exists_locally
-from decision_seq.datasets.d4rl import D4RL_ENVS, D4RL_LEVELS, import_d4rl, plan_import
+from decision_seq.cli.console import fmt_num, make_console
+from decision_seq.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNEXPECTED
 from decision_seq.data.episodes import DatasetCorruptError, DatasetNotFoundError
+from decision_seq.datasets.builtin import BUILTIN, ensure_builtin_dataset
+from decision_seq.datasets.catalog import (
+    DATASETS_COMMAND,
+    LOCAL_ONLY_KINDS,
+    catalog,
+    catalog_entry,
+    dataset_info,
+    eval_env_id,
+    hydra_dataset_names,
+    local_datasets,
+)
+from decision_seq.datasets.d4rl import D4RL_ENVS, import_d4rl, plan_import
+from decision_seq.datasets.minari_io import RemoteUnavailableError, dataset_exists_locally, remote_call
+from decision_seq.datasets.naming import LEVELS
 
 log = logging.getLogger(__name__)
 
-PROG = "decision-seq datasets"
-EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT = 0, 1, 2
-
-REMOTE_MUJOCO_LEVELS = ("simple", "medium", "expert")
-_BUILTIN_EVAL_ENVS = {DEFAULT_DATASET_ID: "Pendulum-v1", CARTPOLE_DATASET_ID: "CartPole-v1"}
+PROG = DATASETS_COMMAND
 
 
-class RemoteUnavailableError(RuntimeError):
-    """The Minari remote could not be reached (no network, or its client package is missing)."""
+def _refs(lo: float | None, hi: float | None) -> str:
+    """Reference scores (random / expert) as a table cell."""
+    return "-" if lo is None and hi is None else f"{fmt_num(lo, '.10g')} / {fmt_num(hi, '.10g')}"
 
 
-# --------------------------------------------------------------------------------------------------
-# Catalog
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CatalogEntry:
-    """A dataset the suite knows how to get, local or not."""
-
-    dataset_id: str
-    kind: str  # built-in | minari remote | build | d4rl import
-    eval_env: str
-    ref_scores: str  # what is known about the reference scores before the data is local
-    how: str  # how to get it; "{id}" stands for the dataset id
-
-    def how_to_get(self, placeholder: str | None = None) -> str:
-        return self.how.format(id=placeholder or self.dataset_id)
-
-
-def catalog() -> list[CatalogEntry]:
-    """Built-ins, remote Minari MuJoCo sets, `datasets build` targets and `datasets import-d4rl` targets."""
-    entries = [
-        CatalogEntry(i, "built-in", _BUILTIN_EVAL_ENVS.get(i, "?"), "measured at build",
-                     f"built on first use by `decision-seq train`, or `{PROG} download {{id}}`")
-        for i in BUILTIN
-    ]
-    for env, spec in D4RL_ENVS.items():
-        entries += [
-            CatalogEntry(f"mujoco/{env}/{level}-v0", "minari remote", spec.eval_env_id, "see remote metadata",
-                         f"`{PROG} download {{id}}` (network)")
-            for level in REMOTE_MUJOCO_LEVELS
-        ]
-    for env, spec in D4RL_ENVS.items():
-        entries += [
-            CatalogEntry(f"decision-seq/{env}/{level}-v0", "build", spec.eval_env_id, "set by the build",
-                         f"`{PROG} build` (see `{PROG} build --help`)")
-            for level in D4RL_LEVELS
-        ]
-    for env, spec in D4RL_ENVS.items():
-        entries += [
-            CatalogEntry(f"d4rl/{env}/{level}-v2", "d4rl import", spec.eval_env_id,
-                         f"{_num(spec.ref_min_score)} / {_num(spec.ref_max_score)}",
-                         f"`{PROG} import-d4rl {env}_{level.replace('-', '_')}-v2.hdf5`")
-            for level in D4RL_LEVELS
-        ]
-    return entries
-
-
-def hydra_dataset_names() -> dict[str, list[str]]:
-    """Dataset id -> the `dataset=` options (YAML files in decision_seq/conf/dataset/) that select it."""
-    names: dict[str, list[str]] = {}
-    folder = resources.files("decision_seq.conf") / "dataset"
-    for item in sorted(folder.iterdir(), key=lambda p: p.name):
-        if not item.name.endswith(".yaml"):
-            continue
-        try:
-            cfg = yaml.safe_load(item.read_text()) or {}
-        except yaml.YAMLError as err:
-            log.warning("cannot read conf/dataset/%s: %s", item.name, err)
-            continue
-        if isinstance(cfg, dict) and cfg.get("id"):
-            names.setdefault(str(cfg["id"]), []).append(item.name[: -len(".yaml")])
-    return names
-
-
-def local_datasets() -> dict[str, dict]:
-    """Local dataset id -> Minari metadata. Unreadable datasets are logged and left out."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        found = minari.list_local_datasets()
-    for w in caught:
-        log.warning("%s", w.message)
-    return found
-
-
-def _num(x: float | int | None, fmt: str = ".10g") -> str:
-    return "-" if x is None else format(x, fmt)
-
-
-def _env_id(metadata: dict) -> str | None:
-    """Evaluation env id from Minari metadata (falls back to the collection env, as Minari does)."""
-    for key in ("eval_env_spec", "env_spec"):
-        spec = metadata.get(key)
-        if spec:
-            try:
-                return json.loads(spec).get("id")
-            except (ValueError, AttributeError):
-                continue
-    return None
-
-
-def _refs(metadata: dict) -> str:
-    lo, hi = metadata.get("ref_min_score"), metadata.get("ref_max_score")
-    return "-" if lo is None and hi is None else f"{_num(lo)} / {_num(hi)}"
-
-
-def _console() -> Console:
-    # Wide when piped (tests, grep), so an id is never wrapped or cut.
-    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 220)
+def _meta_refs(metadata: dict) -> str:
+    return _refs(metadata.get("ref_min_score"), metadata.get("ref_max_score"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -154,7 +64,7 @@ def _console() -> Console:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    console = _console()
+    console = make_console()
     hydra_names = hydra_dataset_names()
     local = local_datasets()
 
@@ -163,7 +73,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_column(col, no_wrap=col == "id", justify="right" if col in ("episodes", "steps") else "left")
     for dataset_id, meta in local.items():
         table.add_row(dataset_id, str(meta.get("total_episodes", "?")), str(meta.get("total_steps", "?")),
-                      _refs(meta), _env_id(meta) or "-", ", ".join(hydra_names.get(dataset_id, [])) or "-")
+                      _meta_refs(meta), eval_env_id(meta) or "-", ", ".join(hydra_names.get(dataset_id, [])) or "-")
     if local:
         console.print(table)
     else:
@@ -174,21 +84,25 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_column(col, no_wrap=col == "id")
     for entry in catalog():
         meta = local.get(entry.dataset_id)
-        table.add_row(entry.dataset_id, entry.kind, "yes" if meta is not None else "no",
-                      _refs(meta) if meta is not None else entry.ref_scores, entry.eval_env,
+        if meta is not None:
+            refs = _meta_refs(meta)
+        else:
+            refs = _refs(*entry.ref_scores) if entry.ref_scores is not None else entry.ref_note
+        table.add_row(entry.dataset_id, entry.kind, "yes" if meta is not None else "no", refs, entry.eval_env,
                       ", ".join(hydra_names.get(entry.dataset_id, [])) or "-", entry.how_to_get("ID"))
     console.print(table)
     console.print(f"Details: `{PROG} info ID`. Train on one: `decision-seq train dataset=<dataset= name>` "
                   f"or `dataset.id=ID`.")
 
     if args.remote:
-        remote = _remote_call(minari.list_remote_datasets, prefix=args.prefix)
+        remote = remote_call(minari.list_remote_datasets, prefix=args.prefix)
         table = Table(title="Minari remote", title_justify="left")
         for col in ("id", "episodes", "steps", "ref min / max", "minari version", "local"):
             table.add_column(col, no_wrap=col == "id")
         for dataset_id, meta in sorted(remote.items()):
             table.add_row(dataset_id, str(meta.get("total_episodes", "?")), str(meta.get("total_steps", "?")),
-                          _refs(meta), str(meta.get("minari_version", "?")), "yes" if dataset_id in local else "no")
+                          _meta_refs(meta), str(meta.get("minari_version", "?")),
+                          "yes" if dataset_id in local else "no")
         console.print(table)
     return EXIT_OK
 
@@ -196,25 +110,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------
 # info
 # --------------------------------------------------------------------------------------------------
-
-
-def _not_local_error(dataset_id: str) -> DatasetNotFoundError:
-    entry = next((e for e in catalog() if e.dataset_id == dataset_id), None)
-    if entry is None:
-        return DatasetNotFoundError(
-            f"unknown dataset id {dataset_id!r}: not found locally under {get_dataset_path()} and not in the "
-            f"catalog; see `{PROG} list` (a remote Minari id can be fetched with `{PROG} download ID`)"
-        )
-    if entry.kind == "built-in":
-        return DatasetNotFoundError(
-            f"{dataset_id} is not built yet; it is built on first use by `decision-seq train` or by "
-            f"`{PROG} download {dataset_id}`"
-        )
-    return DatasetNotFoundError(f"{dataset_id} ({entry.kind}) is not local yet; get it with {entry.how_to_get()}")
-
-
-def _disk_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _human_bytes(n: int) -> str:
@@ -226,54 +121,13 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"  # unreachable
 
 
-def dataset_info(dataset_id: str) -> dict:
-    """Everything `datasets info` shows, as plain Python: EpisodeSet.summary() plus Minari metadata.
-
-    Never builds or downloads: a dataset that is not local raises DatasetNotFoundError saying how to get it.
-    """
-    from decision_seq.data.episodes import corrupt_dataset_error, episodes_from_minari, load_minari_dataset
-
-    if not dataset_exists_locally(dataset_id):
-        raise _not_local_error(dataset_id)
-    dataset = load_minari_dataset(dataset_id)  # local, so this only loads
-    episodes = episodes_from_minari(dataset)
-    try:
-        metadata = dataset.storage.metadata
-    except (OSError, KeyError) as err:
-        raise corrupt_dataset_error(dataset_id, err) from err
-    path = get_dataset_path(dataset_id)
-    size = _disk_size(path)
-    info = episodes.summary()
-    info.update({
-        "episode_length_min": int(episodes.episode_lengths.min()),
-        "episode_length_mean": float(episodes.episode_lengths.mean()),
-        "observation_space": str(dataset.observation_space),
-        "action_space": str(dataset.action_space),
-        "eval_env": _env_id(metadata),
-        "algorithm": metadata.get("algorithm_name"),
-        "author": _plain(metadata.get("author")),
-        "description": metadata.get("description"),
-        "minari_version": metadata.get("minari_version"),
-        "path": str(path),
-        "size_bytes": size,
-        "hydra_dataset": hydra_dataset_names().get(dataset_id, []),
-    })
-    return info
-
-
-def _plain(value):
-    """Minari keeps authors as a set; make it JSON-friendly."""
-    return sorted(value) if isinstance(value, (set, frozenset)) else value
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     info = dataset_info(args.dataset_id)
     if args.json:
         print(json.dumps(info, indent=2))
         return EXIT_OK
-    refs = (f"{_num(info['ref_min_score'])} / {_num(info['ref_max_score'])}"
+    refs = (_refs(info["ref_min_score"], info["ref_max_score"])
             if info["ref_min_score"] is not None or info["ref_max_score"] is not None else "none recorded")
-    norm = info["normalized_score_mean"]
     rows = [
         ("id", info["dataset_id"]),
         ("path", f"{info['path']} ({_human_bytes(info['size_bytes'])})"),
@@ -286,7 +140,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("return min / mean / max", f"{info['return_min']:.2f} / {info['return_mean']:.2f} / {info['return_max']:.2f}"),
         ("return std", f"{info['return_std']:.2f}"),
         ("reference scores (random / expert)", refs),
-        ("mean normalized score (0-100)", "-" if norm is None else f"{norm:.2f}"),
+        ("mean normalized score (0-100)", fmt_num(info["normalized_score_mean"], ".2f")),
         ("eval env", info["eval_env"] or "-"),
         ("algorithm", str(info["algorithm"] or "-")),
         ("author", ", ".join(info["author"]) if isinstance(info["author"], list) else str(info["author"] or "-")),
@@ -299,7 +153,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     table.add_column("value", overflow="fold")
     for key, value in rows:
         table.add_row(key, value)
-    _console().print(table)
+    make_console().print(table)
     return EXIT_OK
 
 
@@ -307,39 +161,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 # download
 # --------------------------------------------------------------------------------------------------
 
-# Exceptions of these packages mean the remote did not answer (Minari's HF/GCP clients and their stacks).
-_NETWORK_MODULES = {"requests", "urllib3", "httpx", "httpcore", "huggingface_hub", "google", "socket", "ssl",
-                    "aiohttp", "fsspec"}
-
-
-def _is_network_error(err: BaseException) -> bool:
-    while err is not None:
-        if isinstance(err, (ConnectionError, TimeoutError)):  # socket.gaierror etc.: matched by module below
-            return True
-        if any(cls.__module__.split(".")[0] in _NETWORK_MODULES for cls in type(err).__mro__):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-def _remote_call(fn, *args, **kwargs):
-    """Call a Minari remote function; a missing client package or no network -> RemoteUnavailableError."""
-    try:
-        return fn(*args, **kwargs)
-    except ImportError as err:  # Minari imports its remote client (huggingface_hub) lazily
-        raise RemoteUnavailableError(f"the Minari remote needs an extra package: {err}") from err
-    except ValueError:
-        raise  # Minari's own answers: unknown id, incompatible version
-    except Exception as err:
-        if _is_network_error(err):
-            raise RemoteUnavailableError(
-                f"could not reach the Minari remote (offline?): {type(err).__name__}: {err}") from err
-        raise
-
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from decision_seq.datasets.builtin import ensure_builtin_dataset
-
     dataset_id = args.dataset_id
     path = get_dataset_path(dataset_id)
     if dataset_id in BUILTIN:
@@ -352,15 +175,15 @@ def cmd_download(args: argparse.Namespace) -> int:
         ensure_builtin_dataset(dataset_id)
         print(f"built {dataset_id} at {path}")
         return EXIT_OK
-    entry = next((e for e in catalog() if e.dataset_id == dataset_id), None)
-    if entry is not None and entry.kind in ("build", "d4rl import"):
+    entry = catalog_entry(dataset_id)
+    if entry is not None and entry.kind in LOCAL_ONLY_KINDS:
         raise ValueError(f"{dataset_id} is not on the Minari remote; it is made locally: {entry.how_to_get()}")
     if dataset_exists_locally(dataset_id) and not args.force:
         print(f"{dataset_id} is already local at {path} (--force downloads it again)")
         return EXIT_OK
     existed = path.exists()
     try:
-        _remote_call(minari.download_dataset, dataset_id, force_download=args.force)
+        remote_call(minari.download_dataset, dataset_id, force_download=args.force)
     except RemoteUnavailableError:
         if not existed and path.exists():
             shutil.rmtree(path, ignore_errors=True)  # leave no partial download behind
@@ -370,14 +193,14 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# build (delegated) and import-d4rl
+# build (cli/build.py, imported only for `build`) and import-d4rl
 # --------------------------------------------------------------------------------------------------
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from decision_seq.datasets import sac_build as factory  # imported only for `build`, so the rest works without it
+    from decision_seq.cli.build import run_build  # only here, so the other commands work without the SAC build
 
-    return int(factory.run_build(args))
+    return int(run_build(args))
 
 
 def cmd_import_d4rl(args: argparse.Namespace) -> int:
@@ -390,11 +213,12 @@ def cmd_import_d4rl(args: argparse.Namespace) -> int:
     ids = [p[2] for p in plans]
     if len(set(ids)) != len(ids):
         raise ValueError(f"several files map to the same dataset id: {ids}")
-    for f, (env, level, dataset_id) in zip(files, plans):
+    hydra_names = hydra_dataset_names()
+    for f, (env, level, dataset_id) in zip(files, plans, strict=True):
         dataset = import_d4rl(f, env=env, level=level, dataset_id=dataset_id, overwrite=args.overwrite,
                               allow_pickle=args.allow_pickle, progress=not args.no_progress)
-        train = (f"dataset=d4rl-{env}-{level}" if dataset_id == f"d4rl/{env}/{level}-v2"
-                 else f"dataset.id={dataset_id}")
+        names = hydra_names.get(dataset_id)
+        train = f"dataset={names[0]}" if names else f"dataset.id={dataset_id}"
         print(f"imported {f} as {dataset_id} ({dataset.total_episodes} episodes, {dataset.total_steps} steps); "
               f"train with `decision-seq train {train}`")
     return EXIT_OK
@@ -403,6 +227,7 @@ def cmd_import_d4rl(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------
 # Parser and entry point
 # --------------------------------------------------------------------------------------------------
+
 
 class _FMT(argparse.HelpFormatter):
     """Wraps one-paragraph descriptions; keeps texts with line breaks (the examples) as written."""
@@ -414,8 +239,8 @@ class _FMT(argparse.HelpFormatter):
 
 
 def build_parser(with_build_args: bool = False) -> argparse.ArgumentParser:
-    """The argparse tree. The `build` arguments come from decision_seq.datasets.sac_build and are added only
-    when `with_build_args` (that module is imported only then)."""
+    """The argparse tree. The `build` arguments come from decision_seq/cli/build.py and are added only
+    when `with_build_args` (that module, and the SAC build behind it, is imported only then)."""
     parser = argparse.ArgumentParser(
         prog=PROG, formatter_class=_FMT,
         description="List, inspect, download, build and import the datasets decision-seq trains on "
@@ -463,22 +288,22 @@ def build_parser(with_build_args: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build a D4RL-style dataset locally (decision-seq/<env>/<level>-v0)",
                        formatter_class=_FMT,
                        description="Build a D4RL-style MuJoCo dataset (levels "
-                                   f"{', '.join(D4RL_LEVELS)}) locally; see the arguments below.",
-                       epilog=f"The datasets it makes are selected with `decision-seq train dataset=<env>-<level>`, "
-                              f"e.g. dataset=hopper-medium-replay.")
+                                   f"{', '.join(LEVELS)}) locally; see the arguments below.",
+                       epilog="The datasets it makes are selected with `decision-seq train dataset=<env>-<level>`, "
+                              "e.g. dataset=hopper-medium-replay.")
     if with_build_args:
-        from decision_seq.datasets import sac_build as factory
+        from decision_seq.cli.build import add_build_arguments
 
-        factory.add_build_arguments(p)
+        add_build_arguments(p)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("import-d4rl", help="convert D4RL HDF5 files (or DT pickles) to local Minari datasets",
                        formatter_class=_FMT,
                        description="Convert D4RL MuJoCo files (hopper, halfcheetah, walker2d; levels "
-                                   f"{', '.join(D4RL_LEVELS)}) to Minari datasets `d4rl/<env>/<level>-v2` with "
+                                   f"{', '.join(LEVELS)}) to Minari datasets `d4rl/<env>/<level>-v2` with "
                                    "D4RL's reference returns and the Gymnasium v5 env for evaluation (D4RL's data "
                                    "came from the mujoco-py v3 envs: close, not identical). Episodes end at "
-                                   "terminals or timeouts; see decision_seq/data/d4rl.py for the details.",
+                                   "terminals or timeouts; see decision_seq/datasets/d4rl_files.py for the details.",
                        epilog="examples:\n"
                               f"  {PROG} import-d4rl ~/.d4rl/datasets/hopper_medium_replay-v2.hdf5\n"
                               f"  {PROG} import-d4rl data.hdf5 --env walker2d --level medium-expert\n"
@@ -487,7 +312,7 @@ def build_parser(with_build_args: bool = False) -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="D4RL .hdf5 files (or .pkl with --allow-pickle)")
     p.add_argument("--id", default=None, help="dataset id (default d4rl/<env>/<level>-v2); one FILE only")
     p.add_argument("--env", default=None, choices=list(D4RL_ENVS), help="env, if the file name does not say")
-    p.add_argument("--level", default=None, help=f"level, if the file name does not say: {', '.join(D4RL_LEVELS)}")
+    p.add_argument("--level", default=None, help=f"level, if the file name does not say: {', '.join(LEVELS)}")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset with the same id")
     p.add_argument("--allow-pickle", action="store_true",
                    help="read .pkl files (unpickling runs any code the file contains: trusted files only)")
@@ -542,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     with _stderr_logging():
         try:
             parser = build_parser(with_build_args=_subcommand(argv) == "build")
-        except Exception as err:  # only `build` imports the factory
-            return _fail(f"the dataset factory (decision_seq.datasets.sac_build) cannot be imported: "
+        except Exception as err:  # only `build` imports the SAC build
+            return _fail(f"the SAC dataset build (decision_seq.datasets.sac) cannot be imported: "
                          f"{type(err).__name__}: {err}", EXIT_UNEXPECTED)
         try:
             args = parser.parse_args(argv)

@@ -11,42 +11,33 @@ normalized scores.
 `decision-seq/cartpole/mixed-v0` is a small discrete-action counterpart (CartPole-v1, heuristic
 controller mixed with random actions), mainly for tests of the Discrete code paths.
 
-Datasets are built into a hidden temporary directory under the Minari root and renamed into place
-only when complete, so an interrupted build never leaves a half-written dataset behind; an id that
-already exists locally is loaded, never rebuilt.
+Datasets are written atomically (minari_io.create_dataset_atomically), so an interrupted build never
+leaves a half-written dataset behind; an id that already exists locally is loaded, never rebuilt.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import gymnasium as gym
 import minari
 import numpy as np
-from minari.data_collector import EpisodeBuffer
-from minari.namespace import create_namespace, list_local_namespaces, namespace_hierarchy
-from minari.dataset.minari_dataset import parse_dataset_id
 from minari.storage import get_dataset_path
 from tqdm.auto import tqdm
 
+from decision_seq.datasets.minari_io import AUTHOR, AUTHOR_EMAIL, create_dataset_atomically, dataset_exists_locally
+from decision_seq.datasets.naming import builtin_id
+from decision_seq.datasets.rollouts import REFERENCE_SEED, Policy, mean_return, rollout
+
 log = logging.getLogger(__name__)
 
-DEFAULT_DATASET_ID = "decision-seq/pendulum/mixed-v0"
-CARTPOLE_DATASET_ID = "decision-seq/cartpole/mixed-v0"
+DEFAULT_DATASET_ID = builtin_id("pendulum")
+CARTPOLE_DATASET_ID = builtin_id("cartpole")
+PENDULUM_ENV_ID = "Pendulum-v1"
+CARTPOLE_ENV_ID = "CartPole-v1"
 
-_AUTHOR = "decision-seq"
-_AUTHOR_EMAIL = "decision-seq@users.noreply.github.com"
-_CODE_PERMALINK = "decision_seq/data/builders.py (decision-seq package)"
-
-# Reference episodes use their own reset seeds, independent of the dataset seed, so every build of a
-# dataset id normalizes scores against the same references.
-_REFERENCE_SEED = 1_000_000
+_CODE_PERMALINK = "decision_seq/datasets/builtin.py (decision-seq package)"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -112,127 +103,6 @@ def cartpole_expert_action(obs: np.ndarray) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# Rollouts
-# --------------------------------------------------------------------------------------------------
-
-
-def _rollout(env: gym.Env, policy: Callable[[np.ndarray], np.ndarray | int], reset_seed: int,
-             max_steps: int | None = None) -> EpisodeBuffer:
-    """Play one episode to its end, or cut it after `max_steps` (then marked truncated), and return it
-    as a Minari EpisodeBuffer (T+1 observations)."""
-    obs, _ = env.reset(seed=int(reset_seed))
-    observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
-    done = False
-    while not done:
-        action = policy(obs)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(float(reward))
-        terminations.append(bool(terminated))
-        truncations.append(bool(truncated))
-        done = terminated or truncated
-        if not done and max_steps is not None and len(rewards) >= max_steps:
-            truncations[-1] = done = True  # cut by the step budget: the episode did not end, so it is truncated
-    return EpisodeBuffer(
-        seed=int(reset_seed),
-        observations=np.stack(observations),  # (T+1, S)
-        actions=np.stack(actions) if np.ndim(actions[0]) else np.asarray(actions, dtype=np.int64),  # (T, A) or (T,)
-        rewards=np.asarray(rewards, dtype=np.float64),  # (T,) as the env returns them
-        terminations=np.asarray(terminations, dtype=bool),
-        truncations=np.asarray(truncations, dtype=bool),
-        infos={},  # no step infos recorded (EpisodeBuffer.add_step_data would need jax)
-    )
-
-
-def _mean_return(env_id: str, make_policy: Callable[[int], Callable], num_episodes: int) -> float:
-    """Mean undiscounted return over `num_episodes` episodes with fixed reset seeds.
-
-    `make_policy(episode_index)` gives that episode's policy, so stochastic policies are seeded too.
-    """
-    env = gym.make(env_id)
-    try:
-        returns = [
-            float(np.sum(_rollout(env, make_policy(i), _REFERENCE_SEED + i).rewards))
-            for i in range(num_episodes)
-        ]
-    finally:
-        env.close()
-    return float(np.mean(returns))
-
-
-# --------------------------------------------------------------------------------------------------
-# Atomic creation
-# --------------------------------------------------------------------------------------------------
-
-
-def dataset_exists_locally(dataset_id: str) -> bool:
-    """True when Minari would load `dataset_id` without a download (same test as minari.load_dataset)."""
-    return (get_dataset_path(dataset_id) / "data").exists()
-
-
-@contextlib.contextmanager
-def _minari_root(path: Path) -> Iterator[None]:
-    """Point Minari at another datasets root for the duration of the block (it reads the env var)."""
-    previous = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(path)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = previous
-
-
-def _ensure_namespaces(dataset_id: str) -> None:
-    """Register the id's namespaces (namespace_metadata.json files) in the current Minari root."""
-    namespace = parse_dataset_id(dataset_id)[0]
-    if namespace is None:
-        return
-    existing = set(list_local_namespaces())
-    for ns in namespace_hierarchy(namespace):
-        if ns not in existing:
-            with contextlib.suppress(ValueError):  # created meanwhile by a concurrent build
-                create_namespace(ns, description="Datasets built locally by decision-seq")
-
-
-def create_dataset_atomically(dataset_id: str, buffers: list[EpisodeBuffer], overwrite: bool = False,
-                              extra_metadata: dict | None = None, **create_kwargs) -> minari.MinariDataset:
-    """`minari.create_dataset_from_buffers`, written to a temp dir and renamed into place when complete.
-
-    The temp dir is a hidden directory inside the Minari root (same filesystem, so the rename is
-    atomic; hidden, so Minari's listings skip it) and is always removed. Without `overwrite`, if
-    another process finished the same id first, its dataset is kept and loaded. With `overwrite`, an
-    existing dataset is replaced only once the new one is complete (moved aside, then deleted).
-    `extra_metadata` (JSON-serializable) is added to the dataset's metadata before the rename.
-    """
-    final_path = get_dataset_path(dataset_id)  # also creates the Minari root
-    root = get_dataset_path()
-    tmp_root = Path(tempfile.mkdtemp(prefix=".decision-seq-build-", dir=root))
-    try:
-        with _minari_root(tmp_root):
-            dataset = minari.create_dataset_from_buffers(dataset_id, buffer=buffers, **create_kwargs)
-            if extra_metadata:
-                dataset.storage.update_metadata(extra_metadata)
-            built_path = get_dataset_path(dataset_id)
-        _ensure_namespaces(dataset_id)
-        final_path.parent.mkdir(parents=True, exist_ok=True)
-        if overwrite and final_path.exists():
-            os.rename(final_path, tmp_root / "replaced")  # removed with tmp_root below
-        try:
-            os.rename(built_path, final_path)
-        except OSError:
-            # The target appeared meanwhile: keep the finished one, drop ours.
-            if not dataset_exists_locally(dataset_id):
-                raise
-            log.info("dataset %s was created concurrently; keeping the existing copy", dataset_id)
-    finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
-    return minari.load_dataset(dataset_id)
-
-
-# --------------------------------------------------------------------------------------------------
 # Builders
 # --------------------------------------------------------------------------------------------------
 
@@ -241,7 +111,7 @@ def _build_mixed_quality(
     dataset_id: str,
     env_id: str,
     *,
-    expert: Callable[[np.ndarray], np.ndarray | int],
+    expert: Policy,
     random_action: Callable[[np.random.Generator], np.ndarray | int],
     finish_action: Callable[[np.ndarray | int, np.random.Generator], np.ndarray | int],
     num_episodes: int,
@@ -263,12 +133,12 @@ def _build_mixed_quality(
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
 
-    def random_policy(episode: int) -> Callable[[np.ndarray], np.ndarray | int]:
-        ref_rng = np.random.default_rng([_REFERENCE_SEED, episode])
+    def random_policy(episode: int) -> Policy:
+        ref_rng = np.random.default_rng([REFERENCE_SEED, episode])
         return lambda obs: random_action(ref_rng)
 
-    ref_min = _mean_return(env_id, random_policy, num_reference_episodes)
-    ref_max = _mean_return(env_id, lambda _: expert, num_reference_episodes)
+    ref_min = mean_return(env_id, random_policy, num_reference_episodes)
+    ref_max = mean_return(env_id, lambda _: expert, num_reference_episodes)
 
     rng = np.random.default_rng(seed)
     env = gym.make(env_id)
@@ -281,7 +151,7 @@ def _build_mixed_quality(
                 action = expert(obs) if rng.uniform() < skill else random_action(rng)
                 return finish_action(action, rng)
 
-            buffers.append(_rollout(env, behaviour, seed * 100_003 + i))
+            buffers.append(rollout(env, behaviour, seed * 100_003 + i))
     finally:
         env.close()
 
@@ -294,8 +164,8 @@ def _build_mixed_quality(
         ref_max_score=ref_max,
         num_episodes_average_score=num_reference_episodes,  # minari records 100 unless told
         algorithm_name=algorithm_name,
-        author=_AUTHOR,
-        author_email=_AUTHOR_EMAIL,
+        author=AUTHOR,
+        author_email=AUTHOR_EMAIL,
         code_permalink=_CODE_PERMALINK,
         description=describe(ref_min, ref_max),
     )
@@ -322,13 +192,13 @@ def build_pendulum_mixed(
         return np.clip(action + rng.normal(0.0, action_noise, size=1), low, high).astype(np.float32)  # (1,)
 
     return _build_mixed_quality(
-        dataset_id, "Pendulum-v1", expert=pendulum_expert_action,
+        dataset_id, PENDULUM_ENV_ID, expert=pendulum_expert_action,
         random_action=lambda rng: rng.uniform(low, high, size=1).astype(np.float32),
         finish_action=finish, num_episodes=num_episodes, seed=seed,
         num_reference_episodes=num_reference_episodes, progress=progress,
         algorithm_name="mixed: per-episode skill p~U(0,1) blends swing-up/LQR expert with uniform random actions",
         describe=lambda ref_min, ref_max: (
-            f"Pendulum-v1, {num_episodes} episodes (seed {seed}). Each episode draws a skill p ~ U(0, 1); each "
+            f"{PENDULUM_ENV_ID}, {num_episodes} episodes (seed {seed}). Each episode draws a skill p ~ U(0, 1); each "
             f"step acts with a hand-coded expert (energy-pumping swing-up + LQR stabilizer) with probability p, "
             f"else uniformly at random, plus N(0, {action_noise}^2) action noise, clipped to [-2, 2]. "
             f"ref_min_score: uniform random policy ({ref_min:.1f}); ref_max_score: noiseless expert "
@@ -352,12 +222,12 @@ def build_cartpole_mixed(
     500-step truncation, so both flags occur. Reference scores: random policy and heuristic.
     """
     return _build_mixed_quality(
-        dataset_id, "CartPole-v1", expert=cartpole_expert_action,
+        dataset_id, CARTPOLE_ENV_ID, expert=cartpole_expert_action,
         random_action=lambda rng: int(rng.integers(2)), finish_action=lambda action, rng: action,
         num_episodes=num_episodes, seed=seed, num_reference_episodes=num_reference_episodes, progress=progress,
         algorithm_name="mixed: per-episode skill p~U(0,1) blends a linear-feedback heuristic with random actions",
         describe=lambda ref_min, ref_max: (
-            f"CartPole-v1, {num_episodes} episodes (seed {seed}); per-episode skill p ~ U(0, 1) mixes a "
+            f"{CARTPOLE_ENV_ID}, {num_episodes} episodes (seed {seed}); per-episode skill p ~ U(0, 1) mixes a "
             f"linear-feedback heuristic (probability p) with uniformly random actions. ref_min_score: random "
             f"policy ({ref_min:.1f}); ref_max_score: heuristic ({ref_max:.1f}); {num_reference_episodes} episodes each."
         ),
@@ -369,6 +239,8 @@ BUILTIN: dict[str, Callable[..., minari.MinariDataset]] = {
     DEFAULT_DATASET_ID: build_pendulum_mixed,
     CARTPOLE_DATASET_ID: build_cartpole_mixed,
 }
+# Built-in ids -> the env they are collected and evaluated on (known before the data is built).
+BUILTIN_ENV_IDS: dict[str, str] = {DEFAULT_DATASET_ID: PENDULUM_ENV_ID, CARTPOLE_DATASET_ID: CARTPOLE_ENV_ID}
 
 
 def ensure_builtin_dataset(dataset_id: str) -> minari.MinariDataset:

@@ -1,48 +1,37 @@
 """Import D4RL MuJoCo datasets (hopper, halfcheetah, walker2d) as local Minari datasets.
 
-Two input layouts are read:
-- the HDF5 files D4RL downloads (e.g. `hopper_medium_replay-v2.hdf5`): flat step arrays
-  `observations (N, S)`, `actions (N, A)`, `rewards (N,)`, `terminals (N,)`, `timeouts (N,)` (missing in
-  the oldest files), optionally `next_observations (N, S)`, `infos/*` and `metadata/*`;
-- the per-trajectory pickles written by the Decision Transformer repo's download script
-  (e.g. `hopper-medium-replay-v2.pkl`: a list of dicts of arrays), only when explicitly allowed,
-  since unpickling a file runs whatever code it contains.
+What the suite knows about each D4RL env (`D4RL_ENVS`: reference returns, evaluation env), how D4RL's
+files and the imported datasets are named, and the import: `plan_import` resolves and checks a file's
+dataset id without reading it, `import_d4rl` reads the file (d4rl_files.py: HDF5, or the Decision
+Transformer repo's pickles), cuts it into episodes and writes it atomically.
 
-Episodes end at `terminals` or `timeouts`; a trailing partial episode is kept, marked truncated.
-Minari stores T+1 observations per episode; how the final one is obtained is explained at
-`split_episodes`. The datasets get D4RL's reference returns (so normalized scores follow the D4RL
-convention) and the nearest Gymnasium evaluation env (`Hopper-v5`, ...): D4RL's data was collected
-on the mujoco-py `-v3` envs, whose dynamics and observations are close to, but not exactly, v5's.
+The datasets get D4RL's reference returns (so normalized scores follow the D4RL convention) and the
+nearest Gymnasium evaluation env (`Hopper-v5`, ...). Departure from D4RL: D4RL's data was collected on
+the mujoco-py `-v3` envs, whose dynamics and observations are close to, but not exactly, v5's, so
+scores are not strictly comparable with D4RL's (the import logs this and says so in the description).
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 import re
 import warnings
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
-import h5py
 import minari
 import numpy as np
-from minari.data_collector import EpisodeBuffer
 from minari.dataset.minari_dataset import parse_dataset_id
 from tqdm.auto import tqdm
 
-from decision_seq.datasets.builtin import (
-    _AUTHOR,
-    _AUTHOR_EMAIL,
-    create_dataset_atomically,
-    dataset_exists_locally,
-)
+from decision_seq.datasets.d4rl_files import episodes_from_trajectories, read_d4rl_hdf5, read_dt_pickle, split_episodes
+from decision_seq.datasets.minari_io import AUTHOR, AUTHOR_EMAIL, create_dataset_atomically, dataset_exists_locally
+from decision_seq.datasets.naming import D4RL_VERSION, LEVELS, d4rl_id
 
 log = logging.getLogger(__name__)
 
-_CODE_PERMALINK = "decision_seq/data/d4rl.py (decision-seq package)"
+_CODE_PERMALINK = "decision_seq/datasets/d4rl.py (decision-seq package)"
 
 
 @dataclass(frozen=True)
@@ -57,19 +46,13 @@ class D4RLEnv:
     dt_targets: tuple[float, float]  # Decision Transformer paper's evaluation targets
 
 
-# D4RL reference returns (random / expert) and the DT paper's targets.
+# D4RL reference returns (random / expert) and the DT paper's targets. The names are naming.D4RL_ENV_NAMES
+# (which the dataset-id patterns use); tests/datasets/test_d4rl.py checks that the two agree.
 D4RL_ENVS: dict[str, D4RLEnv] = {
     "hopper": D4RLEnv("hopper", "Hopper-v5", "Hopper-v3", -20.272305, 3234.3, (3600.0, 1800.0)),
     "halfcheetah": D4RLEnv("halfcheetah", "HalfCheetah-v5", "HalfCheetah-v3", -280.178953, 12135.0, (12000.0, 6000.0)),
     "walker2d": D4RLEnv("walker2d", "Walker2d-v5", "Walker2d-v3", 1.629008, 4592.3, (5000.0, 2500.0)),
 }
-D4RL_LEVELS: tuple[str, ...] = ("random", "medium", "medium-replay", "expert", "medium-expert")
-
-HDF5_REQUIRED = ("observations", "actions", "rewards", "terminals")
-_EXPECTED_LAYOUT = (
-    "expected a D4RL HDF5 file with datasets observations (N, obs_dim), actions (N, act_dim), rewards (N,), "
-    "terminals (N,) and optionally timeouts (N,), next_observations (N, obs_dim)"
-)
 
 # hopper_medium_replay-v2, hopper-medium-replay-v2, halfcheetah_medium_expert (version optional)
 _NAME_RE = re.compile(
@@ -78,7 +61,7 @@ _NAME_RE = re.compile(
 
 
 def _valid_names() -> str:
-    return f"envs: {', '.join(D4RL_ENVS)}; levels: {', '.join(D4RL_LEVELS)}"
+    return f"envs: {', '.join(D4RL_ENVS)}; levels: {', '.join(LEVELS)}"
 
 
 def check_env_level(env: str, level: str) -> tuple[str, str]:
@@ -86,9 +69,14 @@ def check_env_level(env: str, level: str) -> tuple[str, str]:
     env, level = env.lower(), level.lower().replace("_", "-")
     if env not in D4RL_ENVS:
         raise ValueError(f"unknown D4RL env {env!r}; valid {_valid_names()}")
-    if level not in D4RL_LEVELS:
+    if level not in LEVELS:
         raise ValueError(f"unknown D4RL level {level!r}; valid {_valid_names()}")
     return env, level
+
+
+def d4rl_file_name(env: str, level: str, version: int = D4RL_VERSION) -> str:
+    """D4RL's HDF5 file name of a dataset: ('hopper', 'medium-replay') -> 'hopper_medium_replay-v2.hdf5'."""
+    return f"{env}_{level.replace('-', '_')}-v{version}.hdf5"
 
 
 def parse_d4rl_filename(path: str | Path) -> tuple[str, str, int | None]:
@@ -115,247 +103,10 @@ def parse_d4rl_filename(path: str | Path) -> tuple[str, str, int | None]:
     return env, level, None if match["version"] is None else int(match["version"])
 
 
-def d4rl_dataset_id(env: str, level: str, version: int = 2) -> str:
-    """Default Minari id of an imported D4RL dataset: `d4rl/<env>/<level>-v<version>`."""
+def d4rl_dataset_id(env: str, level: str, version: int = D4RL_VERSION) -> str:
+    """Default Minari id of an imported D4RL dataset: `d4rl/<env>/<level>-v<version>` (naming.d4rl_id)."""
     env, level = check_env_level(env, level)
-    return f"d4rl/{env}/{level}-v{version}"
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class D4RLArrays:
-    """The flat step arrays of a D4RL file (N steps)."""
-
-    observations: np.ndarray  # (N, S)
-    actions: np.ndarray  # (N, A)
-    rewards: np.ndarray  # (N,)
-    terminals: np.ndarray  # (N,) bool
-    timeouts: np.ndarray | None  # (N,) bool; None in files that predate them
-    next_observations: np.ndarray | None  # (N, S)
-    metadata: dict[str, str]  # scalar entries of metadata/* and file attributes, as text
-
-
-def _check_lengths(path: Path, arrays: Mapping[str, np.ndarray | None]) -> int:
-    """Shapes: observations/actions 2-D, flags and rewards (N,) or (N, 1), every first dim equal N."""
-    scalars = [k for k, v in arrays.items() if v is not None and v.ndim == 0]
-    if scalars:
-        raise ValueError(f"{path}: {', '.join(scalars)} is a scalar, expected one row per step")
-    lengths = {k: v.shape[0] for k, v in arrays.items() if v is not None}
-    n = lengths["observations"]
-    if len(set(lengths.values())) != 1:
-        raise ValueError(f"{path}: inconsistent lengths {lengths}; every array must have one row per step")
-    for key in ("observations", "actions", "next_observations"):
-        if arrays.get(key) is not None and arrays[key].ndim != 2:
-            raise ValueError(f"{path}: {key} has shape {arrays[key].shape}, expected (N, dim)")
-    nxt = arrays.get("next_observations")
-    if nxt is not None and nxt.shape != arrays["observations"].shape:
-        raise ValueError(f"{path}: next_observations has shape {nxt.shape} but observations "
-                         f"{arrays['observations'].shape}; they must match")
-    for key in ("rewards", "terminals", "timeouts"):
-        a = arrays.get(key)
-        if a is not None and not (a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1)):
-            raise ValueError(f"{path}: {key} has shape {a.shape}, expected (N,)")
-    if n == 0:
-        raise ValueError(f"{path}: the file holds no steps")
-    return n
-
-
-def _as_text(value, limit: int = 200) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    elif isinstance(value, np.ndarray) and value.size == 1:
-        return _as_text(value.reshape(()).item(), limit)
-    text = str(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def read_d4rl_hdf5(path: str | Path) -> D4RLArrays:
-    """Read and validate a D4RL HDF5 file; ValueError naming the file and the problem otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    if not h5py.is_hdf5(path):
-        raise ValueError(f"{path}: not an HDF5 file; {_EXPECTED_LAYOUT}")
-    try:
-        with h5py.File(path, "r") as f:
-            missing = [k for k in HDF5_REQUIRED if not isinstance(f.get(k), h5py.Dataset)]
-            if missing:
-                found = ", ".join(sorted(f.keys())) or "nothing"
-                raise ValueError(f"{path}: missing {', '.join(missing)} (found: {found}); {_EXPECTED_LAYOUT}")
-
-            def read(key: str) -> np.ndarray | None:
-                return f[key][()] if isinstance(f.get(key), h5py.Dataset) else None
-
-            arrays = {k: read(k) for k in ("observations", "actions", "rewards", "terminals", "timeouts",
-                                           "next_observations")}
-            # Only small scalar metadata (algorithm name, iteration, ...): D4RL also stores policy weights there.
-            metadata = {f"attrs/{k}": _as_text(v) for k, v in f.attrs.items()}
-            if isinstance(f.get("metadata"), h5py.Group):
-                for key, item in f["metadata"].items():
-                    if isinstance(item, h5py.Dataset) and item.size <= 1:
-                        metadata[key] = _as_text(item[()])
-    except OSError as err:  # h5py: truncated or damaged file
-        raise ValueError(f"{path}: cannot read the HDF5 file ({err})") from err
-    _check_lengths(path, arrays)
-    return D4RLArrays(
-        observations=arrays["observations"],
-        actions=arrays["actions"],
-        rewards=arrays["rewards"].reshape(-1),
-        terminals=arrays["terminals"].reshape(-1).astype(bool),
-        timeouts=None if arrays["timeouts"] is None else arrays["timeouts"].reshape(-1).astype(bool),
-        next_observations=arrays["next_observations"],
-        metadata=metadata,
-    )
-
-
-_PICKLE_KEYS = ("observations", "actions", "rewards", "terminals")
-
-
-def read_dt_pickle(path: str | Path, *, allow_pickle: bool = False) -> list[dict[str, np.ndarray]]:
-    """Read the Decision Transformer repo's per-trajectory pickle (a list of dicts of arrays).
-
-    Unpickling can run arbitrary code, so this refuses unless `allow_pickle` is set.
-    """
-    path = Path(path)
-    if not allow_pickle:
-        raise ValueError(
-            f"{path}: is a pickle file; loading a pickle runs any code it contains, so it is refused unless you "
-            f"trust the file and pass --allow-pickle (or convert it to D4RL's HDF5 layout)"
-        )
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    log.warning("unpickling %s: this runs any code the file contains; only do this with files you trust", path)
-    try:
-        with open(path, "rb") as fh:
-            trajectories = pickle.load(fh)  # noqa: S301 - explicitly allowed by the caller
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as err:
-        raise ValueError(f"{path}: cannot unpickle the file ({type(err).__name__}: {err})") from err
-    expected = "expected a list of dicts with observations, next_observations, actions, rewards, terminals arrays"
-    if not isinstance(trajectories, list) or not trajectories:
-        raise ValueError(f"{path}: holds a {type(trajectories).__name__}; {expected}")
-    out = []
-    for i, traj in enumerate(trajectories):
-        if not isinstance(traj, Mapping):
-            raise ValueError(f"{path}: trajectory {i} is a {type(traj).__name__}; {expected}")
-        missing = [k for k in _PICKLE_KEYS if k not in traj]
-        if missing:
-            raise ValueError(f"{path}: trajectory {i} lacks {', '.join(missing)}; {expected}")
-        arrays = {k: np.asarray(traj[k]) for k in (*_PICKLE_KEYS, "next_observations") if k in traj}
-        _check_lengths(Path(f"{path} (trajectory {i})"), arrays)
-        dims = (arrays["observations"].shape[1], arrays["actions"].shape[1])
-        first = (out[0]["observations"].shape[1], out[0]["actions"].shape[1]) if out else dims
-        if dims != first:
-            raise ValueError(f"{path}: trajectory {i} has (obs, action) sizes {dims}, trajectory 0 has {first}")
-        out.append(arrays)
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Episodes
-# --------------------------------------------------------------------------------------------------
-
-
-def _episode(obs: np.ndarray, act: np.ndarray, rew: np.ndarray, term: np.ndarray, trunc: np.ndarray) -> EpisodeBuffer:
-    return EpisodeBuffer(
-        observations=obs.astype(np.float32),  # (T+1, S)
-        actions=act.astype(np.float32),  # (T, A)
-        rewards=rew.astype(np.float64).reshape(-1),  # (T,)
-        terminations=term.astype(bool).reshape(-1),
-        truncations=trunc.astype(bool).reshape(-1),
-        infos={},  # D4RL's infos/* (qpos, qvel, ...) are not carried over
-    )
-
-
-def episode_from_steps(
-    observations: np.ndarray,
-    actions: np.ndarray,
-    rewards: np.ndarray,
-    terminal: bool,
-    final_observation: np.ndarray | None,
-) -> EpisodeBuffer | None:
-    """One episode of T steps -> a Minari EpisodeBuffer (T+1 observations), or None if nothing remains.
-
-    `terminal`: whether the last step is a termination (else the episode is truncated: a time limit or
-    the end of the data). `final_observation`: the observation after the last step, if known.
-    When it is not known:
-    - terminal: the last observation is repeated as a placeholder. Nothing uses the observation after
-      a termination (no bootstrapping past it; the DT pipeline drops every final observation), and
-      dropping the step instead would lose its reward and the termination itself.
-    - truncated: the last transition is dropped, so observations[T-1] becomes the (true) final
-      observation of the shortened episode. This is D4RL's own `qlearning_dataset` convention for
-      timeouts: the next row is already the next episode's reset observation.
-    """
-    T = len(rewards)
-    term = np.zeros(T, bool)
-    trunc = np.zeros(T, bool)
-    if final_observation is not None:
-        obs = np.concatenate([observations, final_observation[None]])  # (T+1, S)
-    elif terminal:
-        obs = np.concatenate([observations, observations[-1:]])  # placeholder, see above
-    else:
-        T -= 1
-        if T == 0:
-            return None
-        obs, actions, rewards = observations[: T + 1], actions[:T], rewards[:T]
-        term, trunc = term[:T], trunc[:T]
-    if terminal:
-        term[-1] = True
-    else:
-        trunc[-1] = True
-    return _episode(obs, actions, rewards, term, trunc)
-
-
-def split_episodes(data: D4RLArrays) -> tuple[list[EpisodeBuffer], dict[str, int]]:
-    """Cut D4RL's flat step arrays into episodes at terminals or timeouts.
-
-    A step flagged both terminal and timeout counts as a termination (and keeps its truncation
-    flag). A trailing partial episode (no flag on the file's last step) is kept as truncated.
-    Returns the episodes and counts (terminated, timeouts, partial, dropped_transitions, empty).
-    """
-    n = len(data.rewards)
-    timeouts = np.zeros(n, bool) if data.timeouts is None else data.timeouts
-    ends = np.flatnonzero(data.terminals | timeouts)  # (E,) last row of each episode
-    if len(ends) == 0 or ends[-1] != n - 1:
-        ends = np.append(ends, n - 1)  # trailing partial episode
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    stats = {"terminated": 0, "timeouts": 0, "partial": 0, "dropped_transitions": 0, "empty": 0}
-    episodes = []
-    for s, e in zip(starts, ends):
-        terminal = bool(data.terminals[e])
-        final = None if data.next_observations is None else data.next_observations[e]
-        ep = episode_from_steps(data.observations[s:e + 1], data.actions[s:e + 1], data.rewards[s:e + 1],
-                                terminal, final)
-        stats["terminated" if terminal else "timeouts" if timeouts[e] else "partial"] += 1
-        if final is None and not terminal:
-            stats["dropped_transitions"] += 1
-        if ep is None:
-            stats["empty"] += 1
-            continue
-        if terminal and timeouts[e]:
-            ep.truncations[-1] = True  # both flags, as the file says
-        episodes.append(ep)
-    return episodes, stats
-
-
-def episodes_from_trajectories(trajectories: Iterable[Mapping[str, np.ndarray]]) -> list[EpisodeBuffer]:
-    """The DT repo's per-trajectory dicts -> episodes. A trajectory is one episode; it ends terminated
-    when its last `terminals` flag is set, else truncated (time limit). `next_observations[-1]` gives
-    the final observation when present (otherwise as in `episode_from_steps`)."""
-    episodes = []
-    for traj in trajectories:
-        terminals = np.asarray(traj["terminals"]).reshape(-1).astype(bool)
-        final = traj["next_observations"][-1] if "next_observations" in traj else None
-        ep = episode_from_steps(traj["observations"], traj["actions"], np.asarray(traj["rewards"]).reshape(-1),
-                                bool(terminals[-1]), final)
-        if ep is not None:
-            # Keep any earlier flags as recorded (the DT script cuts trajectories at them, so normally none).
-            ep.terminations[:-1] |= terminals[: len(ep.rewards) - 1]
-            episodes.append(ep)
-    return episodes
+    return d4rl_id(env, level, version)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -391,13 +142,13 @@ def _resolve_id(path: Path, env: str | None, level: str | None, dataset_id: str 
         env, level = env or name_env, level or name_level
     env, level = check_env_level(env, level)
     if dataset_id is None:
-        dataset_id = d4rl_dataset_id(env, level, 2 if version is None else version)
+        dataset_id = d4rl_dataset_id(env, level, D4RL_VERSION if version is None else version)
     try:
         parse_dataset_id(dataset_id)
     except (ValueError, TypeError):
         raise ValueError(
             f"invalid dataset id {dataset_id!r}; Minari ids look like (namespace/)name-v<version>, "
-            f"e.g. d4rl/{env}/{level}-v2"
+            f"e.g. {d4rl_id(env, level)}"
         ) from None
     return env, level, dataset_id
 
@@ -427,8 +178,8 @@ def import_d4rl(
 ) -> minari.MinariDataset:
     """Convert one D4RL file (HDF5, or the DT repo's pickle with `allow_pickle`) to a local Minari dataset.
 
-    env/level default to those in the file name; dataset_id to `d4rl/<env>/<level>-v<version>`
-    (version from the file name, else 2). Written atomically (temp dir, then rename); an existing id
+    env/level default to those in the file name; dataset_id to `d4rl/<env>/<level>-v<version>` (version
+    from the file name, else D4RL_VERSION = 2). Written atomically (temp dir, then rename); an existing id
     is refused unless `overwrite`, before anything is read.
     """
     path = Path(path)
@@ -464,6 +215,7 @@ def import_d4rl(
     if outside > float(np.max(action_space.high)) + 1e-6:
         log.warning("%s: actions reach %.4g, outside %s's bounds [-1, 1]", path, outside, spec.eval_env_id)
 
+    # Departure from D4RL: evaluation on Gymnasium's v5 env (D4RL's v3 envs need the unmaintained mujoco-py).
     log.warning(
         "D4RL data was collected on the mujoco-py %s env; %s is evaluated on Gymnasium's %s, whose dynamics and "
         "observations are nearly but not exactly the same, so scores are not strictly comparable with D4RL's",
@@ -493,8 +245,8 @@ def import_d4rl(
             ref_min_score=spec.ref_min_score,
             ref_max_score=spec.ref_max_score,
             algorithm_name=f"D4RL {level}" + (f" ({behaviour})" if behaviour else ""),
-            author=_AUTHOR,
-            author_email=_AUTHOR_EMAIL,
+            author=AUTHOR,
+            author_email=AUTHOR_EMAIL,
             code_permalink=_CODE_PERMALINK,
             description=description,
         )

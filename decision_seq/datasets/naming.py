@@ -31,6 +31,11 @@ def check_level(level: str) -> str:
     return level
 
 
+def builtin_id(env_name: str) -> str:
+    """Id of a built-in set: 'pendulum' -> 'decision-seq/pendulum/mixed-v0'."""
+    return f"{BUILTIN_NAMESPACE}/{env_name}/mixed-v0"
+
+
 def rebuild_id(env_name: str, level: str, namespace: str = BUILTIN_NAMESPACE) -> str:
     """Id of a D4RL-style rebuild: ('hopper', 'medium-replay') -> 'decision-seq/hopper/medium-replay-v0'."""
     return f"{namespace}/{env_name.lower()}/{check_level(level)}-v{REBUILD_VERSION}"

@@ -1,4 +1,5 @@
-"""D4RL import: episode boundaries, final observations, flags, reference scores, eval env, bad inputs."""
+"""decision_seq.datasets.d4rl and d4rl_files: D4RL import (episode boundaries, final observations, flags,
+reference scores, eval env, names, bad inputs), directly and through `decision-seq datasets import-d4rl`."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ import minari
 import numpy as np
 import pytest
 
+from decision_seq.cli.datasets import main as datasets_main
+from decision_seq.data.episodes import load_episodes
 from decision_seq.datasets.d4rl import (
     D4RL_ENVS,
     d4rl_dataset_id,
+    d4rl_file_name,
     import_d4rl,
     parse_d4rl_filename,
-    read_d4rl_hdf5,
 )
-from decision_seq.data.episodes import load_episodes
-from decision_seq.cli.datasets import main as datasets_main
+from decision_seq.datasets.d4rl_files import read_d4rl_hdf5
+from decision_seq.datasets.naming import D4RL_ENV_NAMES, LEVELS
 
 # Three hopper episodes in 12 rows: rows 0-3 end on a terminal, 4-8 on a timeout, 9-11 are a trailing
 # partial episode (no flag on the last row).
@@ -161,6 +164,15 @@ def test_unknown_names_list_valid_ones(name):
         parse_d4rl_filename(name)
     with pytest.raises(ValueError, match="unknown D4RL env 'ant'; valid envs: hopper"):
         d4rl_dataset_id("ant", "medium")
+
+
+def test_env_table_matches_naming_and_file_names_round_trip():
+    # naming.D4RL_ENV_NAMES (the id patterns) and D4RL_ENVS (reference returns) list the same envs.
+    assert tuple(D4RL_ENVS) == D4RL_ENV_NAMES
+    for env in D4RL_ENVS:
+        for level in LEVELS:
+            assert parse_d4rl_filename(d4rl_file_name(env, level)) == (env, level, 2)
+    assert d4rl_file_name("hopper", "medium-replay") == "hopper_medium_replay-v2.hdf5"
 
 
 def _trajectories() -> list[dict]:

@@ -1,45 +1,26 @@
-"""The D4RL-style dataset factory (decision_seq/data/factory.py): a tiny SAC build on Pendulum-v1 loaded
-back from Minari, reuse of a finished run, resume after an interruption, bad inputs, overwrite, the
-`datasets build` arguments and a short `decision-seq train` on a built dataset."""
+"""decision_seq.datasets.sac: a tiny SAC build on Pendulum-v1 loaded back from Minari, reuse of a finished run,
+resume after an interruption, bad inputs, overwrite, the snapshot rule. The command line is tests/cli/test_build.py."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import gymnasium as gym
 import minari
 import numpy as np
 import pytest
 
 from decision_seq.data.episodes import load_episodes
-from decision_seq.datasets.sac_build import (
-    LEVELS,
-    BuildConfig,
-    Snapshot,
-    add_build_arguments,
-    build_datasets,
-    build_report,
-    dataset_id_for,
-    load_replay,
-    load_training_state,
-    parse_levels,
-    replay_episodes,
-    run_build,
-    select_snapshots,
-    train_behaviour_agent,
-)
+from decision_seq.datasets.sac.agent import train_behaviour_agent
+from decision_seq.datasets.sac.config import BuildConfig, dataset_id_for, parse_levels
+from decision_seq.datasets.sac.levels import build_report, replay_episodes, select_snapshots
+from decision_seq.datasets.sac.workdir import Snapshot, load_replay, load_training_state
 
 ENV = "Pendulum-v1"
 NS = "test-factory"
 # Tiny budget: 500 SAC updates, 3 snapshots; Pendulum episodes are 200 steps, so 400 steps = 2 episodes.
 TINY = dict(train_steps=600, steps_per_level=400, snapshot_every=200, eval_episodes=2, reference_episodes=2,
             learning_starts=100, seed=0, namespace=NS)
-TINY_FLAGS = ["--train-steps", "600", "--steps-per-level", "400", "--snapshot-every", "200", "--eval-episodes", "2",
-              "--reference-episodes", "2", "--learning-starts", "100", "--seed", "0", "--namespace", NS, "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +48,6 @@ def test_dataset_ids_and_levels():
     assert parse_levels("expert, random,expert") == ["expert", "random"]
     with pytest.raises(ValueError, match="valid levels: random, medium, medium-replay, expert, medium-expert"):
         parse_levels("medium,replay")
-
-
-def test_build_arguments_defaults():
-    parser = argparse.ArgumentParser()
-    add_build_arguments(parser)
-    args = parser.parse_args(["Hopper-v5"])
-    assert args.env == "Hopper-v5" and parse_levels(args.levels) == list(LEVELS)
-    defaults = BuildConfig()
-    assert (args.train_steps, args.steps_per_level, args.snapshot_every, args.seed, args.namespace) == (
-        defaults.train_steps, defaults.steps_per_level, defaults.snapshot_every, 0, "decision-seq")
-    assert args.work_dir is None and not args.overwrite and not args.no_progress
 
 
 def test_build_writes_minari_datasets(built):
@@ -179,8 +149,6 @@ def test_resume_after_interruption(built, tmp_path):
     np.testing.assert_array_equal(data.actions[:400], reference.actions)
     assert [s.eval_returns for s in run.snapshots[:2]] == [s.eval_returns for s in built.snapshots[:2]]
     # The env restarted at the resume: an episode ends (truncated) at step 400.
-    import gymnasium as gym
-
     episodes = replay_episodes(data, gym.make(ENV).action_space)
     ends = np.cumsum([len(e.rewards) for e in episodes])
     assert 400 in ends and episodes[list(ends).index(400)].truncations[-1]
@@ -200,8 +168,8 @@ def test_resume_after_interruption(built, tmp_path):
 def test_bad_input_is_refused_before_training(env_id, levels, overrides, match, tmp_path, fresh_minari_root):
     work = tmp_path / "work"
     with pytest.raises(ValueError, match=match):
-        build_datasets(env_id, parse_levels(levels), BuildConfig(**{**TINY, **overrides}), progress=False,
-                       work_dir=work)
+        build_report(env_id, parse_levels(levels), BuildConfig(**{**TINY, **overrides}), progress=False,
+                     work_dir=work)
     assert not work.exists()
 
 
@@ -212,41 +180,17 @@ def test_existing_dataset_refused_then_overwritten(built, tmp_path, fresh_minari
     before = {p.name: p.stat().st_mtime_ns for p in data_dir.iterdir()}
     work = tmp_path / "never"
     with pytest.raises(FileExistsError, match=rf"{dataset_id}.*--overwrite"):
-        build_datasets(ENV, ["random", "expert"], BuildConfig(**TINY), progress=False, work_dir=work)
+        build_report(ENV, ["random", "expert"], BuildConfig(**TINY), progress=False, work_dir=work)
     assert not work.exists()  # nothing trained
     assert not minari.storage.get_dataset_path(dataset_id_for(ENV, "random", NS)).exists()  # nothing written
     assert {p.name: p.stat().st_mtime_ns for p in data_dir.iterdir()} == before
     assert minari.load_dataset(dataset_id).total_steps == 3
 
-    ids = build_datasets(ENV, ["expert"], BuildConfig(**TINY), overwrite=True, progress=False,
-                         work_dir=built.work_dir)
-    replaced = minari.load_dataset(ids["expert"])
+    report = build_report(ENV, ["expert"], BuildConfig(**TINY), overwrite=True, progress=False,
+                          work_dir=built.work_dir)
+    assert [s.level for s in report.levels] == ["expert"]
+    replaced = minari.load_dataset(report.levels[0].dataset_id)
     assert replaced.total_steps == 400 and replaced.storage.metadata["algorithm_name"].startswith("SAC")
-
-
-def test_run_build_then_train_cli(built, tmp_path, fresh_minari_root, capsys):
-    parser = argparse.ArgumentParser()
-    add_build_arguments(parser)
-    args = parser.parse_args([ENV, "--levels", "medium", *TINY_FLAGS, "--work-dir", str(built.work_dir)])
-    assert run_build(args) == 0
-    out = capsys.readouterr().out
-    dataset_id = f"{NS}/pendulum/medium-v0"
-    assert dataset_id in out and "normalized" in out
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        run_build(args)
-
-    run = tmp_path / "train"
-    cmd = [sys.executable, "-m", "decision_seq", "train", f"dataset.id={dataset_id}", "dataset.name=factory",
-           "dataset.targets=null", "trainer.steps=10", "eval.every=0", "eval.episodes=1", "logger=none",
-           "model.context_len=5", "model.net.embed_dim=16", "model.net.backbone_kwargs.n_layer=1",
-           "trainer.batch_size=8", "trainer.warmup_steps=5", "trainer.log_every=5", "trainer.progress=false",
-           "trainer.device=cpu", "trainer.num_threads=1", f"hydra.run.dir={run}"]
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    results = json.loads((run / "results.json").read_text())
-    assert results["status"] == "completed" and results["dataset"]["id"] == dataset_id
-    assert results["dataset"]["steps"] == 400
 
 
 def test_select_snapshots_rule():

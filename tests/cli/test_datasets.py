@@ -1,11 +1,9 @@
-"""`decision-seq datasets`: list, info, download (offline), build delegation, help, Hydra dataset entries."""
+"""decision_seq.cli.datasets: list, info, download (offline), build delegation, help, Hydra dataset entries."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-from pathlib import Path
 
 import h5py
 import minari
@@ -13,12 +11,13 @@ import numpy as np
 import pytest
 import requests
 
-from decision_seq import cli
-from decision_seq.datasets import builtin as builders
-from decision_seq.datasets.builtin import CARTPOLE_DATASET_ID, build_cartpole_mixed, dataset_exists_locally
-from decision_seq.data.episodes import load_episodes
-from decision_seq.cli.datasets import catalog, hydra_dataset_names
+from decision_seq import cli as cli_main
 from decision_seq.cli.datasets import main as datasets_main
+from decision_seq.data.episodes import load_episodes
+from decision_seq.datasets import builtin
+from decision_seq.datasets.builtin import CARTPOLE_DATASET_ID, build_cartpole_mixed
+from decision_seq.datasets.minari_io import dataset_exists_locally
+from tests.helpers import cli
 
 ERROR = "decision-seq datasets: error:"
 
@@ -61,16 +60,6 @@ def test_list_remote_offline_is_one_clear_line(monkeypatch, capsys):
     assert datasets_main(["list", "--remote"]) == 2
     err = capsys.readouterr().err
     assert f"{ERROR} could not reach the Minari remote (offline?)" in err and "huggingface.co" in err
-
-
-def test_catalog_and_hydra_names_cover_every_target():
-    ids = {e.dataset_id for e in catalog()}
-    names = hydra_dataset_names()
-    for env in ("hopper", "halfcheetah", "walker2d"):
-        for level in ("random", "medium", "medium-replay", "expert", "medium-expert"):
-            assert names[f"decision-seq/{env}/{level}-v0"] == [f"{env}-{level}"]
-            assert names[f"d4rl/{env}/{level}-v2"] == [f"d4rl-{env}-{level}"]
-            assert {f"decision-seq/{env}/{level}-v0", f"d4rl/{env}/{level}-v2"} <= ids
 
 
 def test_info_matches_episode_summary(pendulum_dataset_id, no_network, capsys):
@@ -138,7 +127,7 @@ def test_download_offline_gives_clear_error(fresh_minari_root, monkeypatch, caps
 def test_download_builds_builtins_and_refuses_local_only_ids(fresh_minari_root, monkeypatch, no_network, capsys):
     small = lambda dataset_id: build_cartpole_mixed(  # noqa: E731
         dataset_id, num_episodes=3, num_reference_episodes=2, progress=False)
-    monkeypatch.setitem(builders.BUILTIN, CARTPOLE_DATASET_ID, small)
+    monkeypatch.setitem(builtin.BUILTIN, CARTPOLE_DATASET_ID, small)
     assert datasets_main(["download", CARTPOLE_DATASET_ID]) == 0
     assert dataset_exists_locally(CARTPOLE_DATASET_ID)
     assert "built" in capsys.readouterr().out
@@ -153,7 +142,7 @@ def test_download_builds_builtins_and_refuses_local_only_ids(fresh_minari_root, 
 
 def test_help_texts(capsys):
     with pytest.raises(SystemExit) as exit_:
-        cli.main(["datasets", "--help"])
+        cli_main.main(["datasets", "--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     for cmd in ("list", "info", "download", "build", "import-d4rl", "examples:"):
@@ -165,37 +154,35 @@ def test_help_texts(capsys):
     assert datasets_main(["frobnicate"]) == 2
 
 
-def test_broken_factory_does_not_break_other_commands(monkeypatch, pendulum_dataset_id, no_network, capsys):
-    import decision_seq.datasets
 
-    monkeypatch.setitem(sys.modules, "decision_seq.datasets.sac_build", None)  # import now raises ImportError
-    monkeypatch.delattr(decision_seq.datasets, "sac_build", raising=False)  # set if an earlier test imported it
+
+def test_broken_sac_build_does_not_break_other_commands(monkeypatch, pendulum_dataset_id, no_network, capsys):
+    import decision_seq.cli
+
+    # Importing the SAC build now raises ImportError, even where an earlier test imported it.
+    for name in ["decision_seq.datasets.sac", *[m for m in sys.modules if m.startswith("decision_seq.datasets.sac.")]]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "decision_seq.cli.build", raising=False)  # imported afresh by `build`
+    monkeypatch.delattr(decision_seq.cli, "build", raising=False)
     assert datasets_main(["list"]) == 0
     capsys.readouterr()
     assert datasets_main(["build", "hopper"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"{ERROR} the dataset factory (decision_seq.datasets.sac_build) cannot be imported")
+    assert err.startswith(f"{ERROR} the SAC dataset build (decision_seq.datasets.sac) cannot be imported")
 
 
-def test_build_delegates_to_factory(capsys):
-    pytest.importorskip("decision_seq.datasets.sac_build", reason="decision_seq.datasets.sac_build is not written yet")
+def test_build_delegates_to_the_sac_build(capsys):
     assert datasets_main(["build", "--help"]) == 0
-    assert "build" in capsys.readouterr().out
-
-
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "decision_seq", *args], capture_output=True, text=True,
-                          timeout=120, cwd=Path(__file__).resolve().parents[1])
+    out = capsys.readouterr().out
+    assert "build" in out and "--train-steps" in out and "--levels" in out
 
 
 def test_train_resolves_hydra_dataset_entries():
-    out = _run_cli("train", "dataset=d4rl-hopper-medium-replay", "logger=none", "--cfg", "job")
-    assert out.returncode == 0, out.stderr
+    out = cli("train", "dataset=d4rl-hopper-medium-replay", "logger=none", "--cfg", "job")
     assert "id: d4rl/hopper/medium-replay-v2" in out.stdout
     assert "- 3600" in out.stdout and "rtg_scale: 1000" in out.stdout
 
-    out = _run_cli("train", "--help")
-    assert out.returncode == 0, out.stderr
+    out = cli("train", "--help")
     for name in ("hopper-medium-replay", "d4rl-walker2d-medium-expert", "halfcheetah-random"):
         assert name in out.stdout
 
