@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from decision_seq.models.backbones.mamba import MambaMixer, selective_scan, selective_scan_ref
+from decision_seq.models.backbones.mamba import MambaMixer
+from decision_seq.models.ops.selective_scan import selective_scan, selective_scan_ref
 
 
 def scan_inputs(batch, seq_len, d_inner, d_state, dtype, grad):

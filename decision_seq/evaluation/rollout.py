@@ -18,9 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from decision_seq.evaluation.policy import EVAL_MODES, SequencePolicy, check_mode
-
-__all__ = ["EVAL_MODES", "rollout"]
+from decision_seq.evaluation.policy import SequencePolicy, check_mode
 
 
 def rollout(
@@ -44,7 +42,7 @@ def rollout(
 
     `num_envs` caps how many episodes run at once (default: all pairs together). Episodes stop at the
     env's own time limit, or at `max_episode_steps` (default: the env spec's, else the model's
-    timestep embedding size) as a hard cap. `mode` is one of EVAL_MODES (see SequencePolicy).
+    timestep embedding size) as a hard cap. `mode` is one of evaluation.policy.EVAL_MODES.
     """
     check_mode(mode)  # before any env is built
     if episodes < 1:
@@ -63,7 +61,7 @@ def rollout(
                 model, env_fn, [t for t, _ in part], seeds, context_len, obs_mean, obs_std, rtg_scale,
                 max_episode_steps, torch.device(device), bar, mode,
             )
-            for (target, _), s, r, n in zip(part, seeds, returns, lengths):
+            for (target, _), s, r, n in zip(part, seeds, returns, lengths, strict=True):
                 out[target]["returns"].append(float(r))
                 out[target]["lengths"].append(int(n))
                 out[target]["seeds"].append(int(s))

@@ -4,15 +4,27 @@ Follows Chen et al. 2021 (Decision Transformer) and Ota 2024 (Decision Mamba): e
 three tokens (return-to-go R_t, state s_t, action a_t), interleaved as R_1, s_1, a_1, R_2, ... so a
 context of K steps is 3K tokens. A learned timestep embedding is added to all three token types,
 one LayerNorm follows the embeddings, and the action a_t is predicted from the hidden state of the
-state token s_t. The backbone (registry in `models.backbones`) does the sequence mixing.
+state token s_t. The backbone (registry and contract in `models.backbones`) does the sequence mixing; the
+observation and action encoders are in `models.encoders`.
 """
 
 from __future__ import annotations
+
+from enum import IntEnum
 
 import torch
 from torch import nn
 
 from decision_seq.models.backbones import build_backbone
+from decision_seq.models.encoders import action_encoder, observation_encoder
+
+
+class TokenKind(IntEnum):
+    """The three tokens of a timestep; the value is the token's place in the interleaved order R_t, s_t, a_t."""
+
+    RETURN = 0
+    STATE = 1
+    ACTION = 2
 
 
 class TrajectoryModel(nn.Module):
@@ -37,9 +49,9 @@ class TrajectoryModel(nn.Module):
 
         self.embed_timestep = nn.Embedding(max_ep_len, embed_dim)
         self.embed_return = nn.Linear(1, embed_dim)
-        self.embed_state = nn.Linear(state_dim, embed_dim)
-        # Discrete actions are embedded by index, as in the DT Atari code.
-        self.embed_action = nn.Embedding(action_dim, embed_dim) if discrete else nn.Linear(action_dim, embed_dim)
+        # The creation order (timestep, return, state, action) fixes which initial weights a seed draws: keep it.
+        self.embed_state = observation_encoder((state_dim,), embed_dim)
+        self.embed_action = action_encoder(action_dim, discrete, embed_dim)
         self.embed_ln = nn.LayerNorm(embed_dim)
         self.embed_drop = nn.Dropout(dropout)  # GPT-2's embedding dropout in the official DT
         self.backbone = build_backbone(backbone, d_model=embed_dim, dropout=dropout, **(backbone_kwargs or {}))
@@ -52,7 +64,8 @@ class TrajectoryModel(nn.Module):
             low = torch.as_tensor(action_low if action_low is not None else [-1.0] * action_dim, dtype=torch.float32)
             high = torch.as_tensor(action_high if action_high is not None else [1.0] * action_dim, dtype=torch.float32)
             if low.shape != (action_dim,) or high.shape != (action_dim,) or not bool((high > low).all()):
-                raise ValueError(f"action bounds must be {action_dim} finite pairs with high > low; got {low.tolist()} / {high.tolist()}")
+                raise ValueError(f"action bounds must be {action_dim} finite pairs with high > low; "
+                                 f"got {low.tolist()} / {high.tolist()}")
             self.register_buffer("action_scale", (high - low) / 2)
             self.register_buffer("action_bias", (high + low) / 2)
 
@@ -63,13 +76,13 @@ class TrajectoryModel(nn.Module):
         r = self.embed_return(returns_to_go) + time
         s = self.embed_state(states) + time
         a = self.embed_action(actions) + time
-        tokens = torch.stack((r, s, a), dim=2).reshape(B, 3 * K, self.embed_dim)  # (B, 3K, D)
+        tokens = torch.stack((r, s, a), dim=2).reshape(B, 3 * K, self.embed_dim)  # (B, 3K, D), TokenKind order
         return self.embed_drop(self.embed_ln(tokens))
 
-    def embed_token(self, kind: str, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """One token of one step, as `embed` makes it: kind "return" (x (B, 1)), "state" (x (B, S)) or
-        "action" (x (B, A), or (B,) int for discrete), timesteps (B,) -> (B, D). For incremental inference."""
-        layer = {"return": self.embed_return, "state": self.embed_state, "action": self.embed_action}[kind]
+    def embed_token(self, kind: TokenKind, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """One token of one step, as `embed` makes it, for incremental inference: x (B, 1) for RETURN,
+        (B, S) for STATE, (B, A) or (B,) int (discrete) for ACTION; timesteps (B,) -> (B, D)."""
+        layer = (self.embed_return, self.embed_state, self.embed_action)[TokenKind(kind)]
         time = self.embed_timestep(timesteps.clamp(max=self.max_ep_len - 1))  # (B, D)
         return self.embed_drop(self.embed_ln(layer(x) + time))
 
@@ -85,7 +98,7 @@ class TrajectoryModel(nn.Module):
         x = self.embed(states, actions, returns_to_go, timesteps)
         token_mask = None if mask is None else mask.repeat_interleave(3, dim=1)  # (B, 3K)
         h = self.backbone(x, token_mask).reshape(B, K, 3, self.embed_dim)  # (B, K, 3, D)
-        return self.head(h[:, :, 1])  # predict a_t from the state token s_t
+        return self.head(h[:, :, TokenKind.STATE])  # predict a_t from the state token s_t
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean action loss over real (unpadded) steps: MSE for continuous, cross-entropy for discrete."""

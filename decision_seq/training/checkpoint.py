@@ -8,10 +8,8 @@ pickled objects. RNG states are stored as tensors and plain tuples for that reas
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +18,6 @@ import torch
 from decision_seq.utils.fileio import atomic_write
 
 FORMAT = "decision-seq-checkpoint"
-# Test hook: seconds to wait between writing the temp file and renaming it, so a test can kill the
-# process in the middle of a checkpoint write. Unset in normal use.
-_SAVE_DELAY = float(os.environ.get("DECISION_SEQ_TEST_SAVE_DELAY", "0") or 0)
 VERSION = 1
 
 
@@ -31,29 +26,15 @@ class CheckpointError(ValueError):
 
 
 def atomic_torch_save(obj, path: Path) -> None:
+    """`torch.save(obj, path)` through a temp file and a rename: `path` is the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(tmp: Path) -> None:
-        torch.save(obj, tmp)
-        _test_delay()
-
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def copy_checkpoint(src: Path, dst: Path) -> None:
     """Atomically replace `dst` with a byte copy of the finished checkpoint `src` (no re-serialization)."""
-
-    def write(tmp: Path) -> None:
-        shutil.copyfile(src, tmp)
-        _test_delay()
-
-    atomic_write(Path(dst), write)
-
-
-def _test_delay() -> None:
-    if _SAVE_DELAY:
-        time.sleep(_SAVE_DELAY)
+    atomic_write(Path(dst), lambda tmp: shutil.copyfile(src, tmp))
 
 
 def remove_stale_temp_files(directory: Path) -> list[Path]:
@@ -98,7 +79,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Load and validate a decision-seq checkpoint; clear errors for missing, foreign or corrupt files."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (expected a .pt file written by decision-seq train)")
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist "
+                                "(expected a .pt file written by decision-seq train)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
@@ -107,5 +89,6 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a decision-seq checkpoint (no '{FORMAT}' format tag)")
     if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {str(path)!r} has format version {ckpt.get('version')}; this decision-seq reads version {VERSION}")
+        raise CheckpointError(f"checkpoint {str(path)!r} has format version {ckpt.get('version')}; "
+                              f"this decision-seq reads version {VERSION}")
     return ckpt

@@ -61,7 +61,8 @@ def signal_numbers(names) -> list[int]:
         key = str(name).upper()
         key = key if key.startswith("SIG") else f"SIG{key}"
         if key not in signal.Signals.__members__:
-            raise ValueError(f"unknown signal {name!r} in trainer.stop_signals; valid e.g. SIGTERM, SIGINT, SIGUSR1, SIGUSR2")
+            raise ValueError(f"unknown signal {name!r} in trainer.stop_signals; "
+                             "valid e.g. SIGTERM, SIGINT, SIGUSR1, SIGUSR2")
         out.append(int(signal.Signals[key]))
     return out
 
@@ -139,7 +140,8 @@ class Trainer:
         self.steps, self.grad_clip = steps, grad_clip
         self.device = torch.device(device)
         self.bf16, self.log_every, self.eval_every = bf16, max(1, log_every), eval_every
-        self.checkpoint_every, self.checkpoint_dir, self.keep_checkpoints = checkpoint_every, checkpoint_dir, keep_checkpoints
+        self.checkpoint_every, self.checkpoint_dir = checkpoint_every, checkpoint_dir
+        self.keep_checkpoints = keep_checkpoints
         self.logger, self.evaluate, self.progress = logger, evaluate, progress
         self.checkpoint_extra = checkpoint_extra or {}
         self.skip_nonfinite = skip_nonfinite

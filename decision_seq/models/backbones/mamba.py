@@ -6,197 +6,26 @@ x + Mamba(LN(x)), then x + MLP(LN(x)), with a final LayerNorm after the stack.
 
 `MambaMixer` is a twin of `mamba_ssm.Mamba` (mamba-ssm 2.3): same constructor arguments, parameter
 names, shapes and initialization, so state_dicts load either way. It runs in plain PyTorch on any
-device and switches to the mamba_ssm / causal_conv1d CUDA kernels when they import and the input is
-on CUDA. The kernels are imported lazily in `load_kernels`, so this module imports on machines
-without mamba_ssm (which cannot even be imported without its CUDA extension).
-
-Selective scan, per channel d and state index n (A = -exp(A_log), Euler-discretized B as in Mamba):
-    h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t,    y_t = C_t . h_t + D * u_t
-`selective_scan_ref` is the slow, obviously correct oracle (a Python loop, autograd through it).
-`selective_scan` is the default: the same sequential recurrence, one time step at a time on
-(batch, d_inner, d_state) slices that stay in cache, with a hand-written backward pass (a reverse
-scan of the adjoint) instead of an autograd graph of several small ops per time step. It is exact (no
-cumsum-of-log tricks) and only ever multiplies by decays in [0, 1].
-
-Why the sequential scan: on a CPU the per-step slices (64 x 256 x 16 floats at the paper config)
-already keep both cores busy, so log-depth scans only add work (and full-size temporaries). Measured at
-the DMamba paper config (batch 64, 60 tokens, d_inner 256, d_state 16, fp32, 2 threads, torch 2.13;
-median ms per call, candidates interleaved, on a shared machine):
-    candidate                                          forward   forward+backward
-    loop, autograd (selective_scan_ref)                  21        157
-    Hillis-Steele doubling scan, autograd               481       2712
-    Hillis-Steele in place, custom backward             292        452
-    Blelloch up/down sweep in place, custom backward    192        381
-    sequential, custom backward (selective_scan)         16         67
-so forward+backward takes ~0.4-0.5x the reference's time (steady across runs); forward alone is
-~0.8x, but within the machine's noise (0.6-1.2x over runs): both forwards are bound by the same
-exp(delta A) work. `python scripts/bench_scan.py` prints current numbers. A loop that slices one precomputed
-exp(delta A) tensor is far slower under autograd (~2.4 s forward+backward): each slice's backward
-materializes a full-size gradient. On CUDA the mamba_ssm kernel is used instead.
+device (the selective scan in models/ops/selective_scan.py) and switches to the mamba_ssm /
+causal_conv1d CUDA kernels when they import and the input is on CUDA. The kernels are imported lazily
+by `load_kernels` (models/ops/kernels.py, re-exported here), so this module imports on machines without
+mamba_ssm (which cannot even be imported without its CUDA extension).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
-import warnings
-from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from decision_seq.models.backbones import register_backbone
+from decision_seq.models.backbones.base import BackboneBase
+from decision_seq.models.ops.kernels import KERNEL_DTYPES, Kernels, load_kernels
+from decision_seq.models.ops.selective_scan import compute_dtype, selective_scan
 
-# ---------------------------------------------------------------------------------------------------
-# Optional CUDA kernels
-# ---------------------------------------------------------------------------------------------------
-
-# Dtypes the mamba_ssm selective-scan kernel accepts for u / delta / B / C / z.
-_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-class Kernels(NamedTuple):
-    selective_scan_fn: Callable
-    causal_conv1d_fn: Callable | None  # None when causal_conv1d is not installed
-
-
-@functools.lru_cache(maxsize=None)
-def load_kernels() -> Kernels | None:
-    """The mamba_ssm (and, if present, causal_conv1d) kernel functions, or None when they do not import."""
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except (ImportError, OSError):  # not installed, or built against another torch / CUDA
-        return None
-    except Exception as err:  # a broken install of one of its optional dependencies: fall back, say so
-        warnings.warn(f"mamba_ssm is installed but failed to import ({type(err).__name__}: {err}); "
-                      "using the pure-PyTorch Mamba path", stacklevel=2)
-        return None
-    try:
-        from causal_conv1d import causal_conv1d_fn
-    except (ImportError, OSError):
-        causal_conv1d_fn = None
-    return Kernels(selective_scan_fn, causal_conv1d_fn)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Selective scan (layout: batch first, time second; mamba_ssm's kernels take (batch, channels, time))
-# ---------------------------------------------------------------------------------------------------
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """fp16 / bf16 -> fp32 (as in mamba_ssm, the scan always runs in fp32); fp32 / fp64 unchanged."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-def _no_autocast(device: torch.device):
-    # The scan must run in its compute dtype even inside an autocast region (bmm would drop to bf16).
-    if torch.is_autocast_enabled(device.type):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
-
-
-def selective_scan_ref(u, delta, A, B, C, D=None) -> torch.Tensor:
-    """Reference selective scan: a plain loop over time, differentiated by autograd.
-
-    u, delta: (b, L, d); A: (d, n); B, C: (b, L, n); D: (d,) or None -> y (b, L, d) in u's dtype.
-    """
-    dtype, cd = u.dtype, _compute_dtype(u.dtype)
-    with _no_autocast(u.device):
-        u, delta, A, B, C = (x.to(cd) for x in (u, delta, A, B, C))
-        h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])  # (b, d, n)
-        ys = []
-        for t in range(u.shape[1]):
-            decay = torch.exp(delta[:, t, :, None] * A)  # (b, d, n)
-            h = decay * h + (delta[:, t] * u[:, t])[:, :, None] * B[:, t, None, :]
-            ys.append((h * C[:, t, None, :]).sum(-1))  # (b, d)
-        y = torch.stack(ys, dim=1)  # (b, L, d)
-        if D is not None:
-            y = y + u * D.to(cd)
-    return y.to(dtype)
-
-
-def _scan_forward(uT, dT, A, BT, CT, states: torch.Tensor | None) -> torch.Tensor:
-    """Time-major sequential scan. uT, dT: (L, b, d); BT, CT: (L, b, n) -> y (L, b, d), without D.
-
-    When `states` (L, b, d, n) is given, h_t is written into it (the backward pass needs it).
-    """
-    L, b, d = uT.shape
-    du = dT * uT  # (L, b, d)
-    y = uT.new_empty(L, b, d)
-    h = uT.new_zeros(b, d, A.shape[1])  # (b, d, n)
-    for t in range(L):
-        decay = torch.exp(dT[t, :, :, None] * A)  # (b, d, n)
-        h_in = du[t, :, :, None] * BT[t, :, None, :]  # (b, d, n)
-        h = torch.addcmul(h_in, decay, h, out=None if states is None else states[t])
-        torch.bmm(h, CT[t, :, :, None], out=y[t, :, :, None])  # (b, d, 1) = (b, d, n) @ (b, n, 1)
-    return y
-
-
-class _SelectiveScan(torch.autograd.Function):
-    """Sequential scan with a hand-written backward (no D term; inputs already in the compute dtype).
-
-    Backward is a reverse scan of the adjoint g_t = dL/dh_t:
-        g_t = gy_t C_t + exp(delta_{t+1} A) g_{t+1},
-    from which every input gradient follows per step. Saves the states h (L, b, d, n).
-    Not twice differentiable.
-    """
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C):
-        uT, dT, BT, CT = (x.transpose(0, 1).contiguous() for x in (u, delta, B, C))  # (L, b, .)
-        states = u.new_empty(*uT.shape, A.shape[1])  # (L, b, d, n)
-        y = _scan_forward(uT, dT, A, BT, CT, states)
-        ctx.save_for_backward(uT, dT, A, BT, CT, states)
-        return y.transpose(0, 1)  # (b, L, d)
-
-    @staticmethod
-    def backward(ctx, gy):
-        uT, dT, A, BT, CT, states = ctx.saved_tensors
-        with _no_autocast(uT.device):
-            gyT = gy.transpose(0, 1).to(uT.dtype).contiguous()  # (L, b, d)
-            du = dT * uT
-            g_u, g_delta = torch.empty_like(uT), torch.empty_like(dT)
-            g_B, g_C = torch.empty_like(BT), torch.empty_like(CT)
-            g_A = torch.zeros_like(states[0])  # (b, d, n), summed over the batch at the end
-            carry = None  # adjoint flowing into h_t from h_{t+1}
-            for t in range(uT.shape[0] - 1, -1, -1):
-                g = gyT[t, :, :, None] * CT[t, :, None, :]  # (b, d, n): direct part of dL/dh_t
-                if carry is not None:
-                    g = g + carry
-                torch.bmm(gyT[t, :, None, :], states[t], out=g_C[t, :, None, :])  # (b, 1, n)
-                torch.bmm(du[t, :, None, :], g, out=g_B[t, :, None, :])  # (b, 1, n)
-                g_du = torch.bmm(g, BT[t, :, :, None])[..., 0]  # (b, d): dL/d(delta_t u_t)
-                torch.mul(g_du, dT[t], out=g_u[t])
-                torch.mul(g_du, uT[t], out=g_delta[t])
-                if t > 0:  # h_{-1} = 0, so the first decay gets no gradient
-                    carry = g * torch.exp(dT[t, :, :, None] * A)  # dL/dh_{t-1} from this step
-                    g_dA = carry * states[t - 1]  # dL/d(delta_t A), (b, d, n)
-                    g_delta[t] += (g_dA * A).sum(-1)
-                    g_A.addcmul_(g_dA, dT[t, :, :, None])
-        return g_u.transpose(0, 1), g_delta.transpose(0, 1), g_A.sum(0), g_B.transpose(0, 1), g_C.transpose(0, 1)
-
-
-def selective_scan(u, delta, A, B, C, D=None) -> torch.Tensor:
-    """Fast exact selective scan (the default). Same arguments and result as `selective_scan_ref`.
-
-    Runs the sequential recurrence without autograd (and without keeping the states) when no
-    gradient is needed, else through `_SelectiveScan`.
-    """
-    dtype, cd = u.dtype, _compute_dtype(u.dtype)
-    with _no_autocast(u.device):
-        u, delta, A, B, C = (x.to(cd) for x in (u, delta, A, B, C))
-        if torch.is_grad_enabled() and any(x.requires_grad for x in (u, delta, A, B, C)):
-            y = _SelectiveScan.apply(u, delta, A, B, C)
-        else:
-            uT, dT, BT, CT = (x.transpose(0, 1).contiguous() for x in (u, delta, B, C))  # (L, b, .)
-            y = _scan_forward(uT, dT, A, BT, CT, None).transpose(0, 1)  # (b, L, d)
-        if D is not None:
-            y = y + u * D.to(cd)  # skip term through autograd
-    return y.to(dtype)
-
+__all__ = ["MambaBackbone", "MambaBlock", "MambaMixer", "load_kernels"]
 
 # ---------------------------------------------------------------------------------------------------
 # Mixer
@@ -283,7 +112,7 @@ class MambaMixer(nn.Module):
         if self.use_kernels is False:
             return None
         kernels = load_kernels()
-        usable = kernels is not None and x.is_cuda and x.dtype in _KERNEL_DTYPES
+        usable = kernels is not None and x.is_cuda and x.dtype in KERNEL_DTYPES
         if self.use_kernels is True and not usable:
             raise RuntimeError(
                 f"MambaMixer(use_kernels=True) got a {x.dtype} tensor on {x.device}; the mamba_ssm kernels "
@@ -318,7 +147,7 @@ class MambaMixer(nn.Module):
         if pad is not None:
             u = u.masked_fill(pad, 0.0)  # zero SSM input at padding (see forward)
         dt, B, C = self._ssm_inputs(u)
-        cd = _compute_dtype(u.dtype)
+        cd = compute_dtype(u.dtype)
         delta = F.softplus(dt.to(cd) + self.dt_proj.bias.to(cd))  # (B, T, d_inner), fp32 (fp64 in fp64)
         A = -torch.exp(self.A_log.to(cd))  # (d_inner, d_state)
         y = selective_scan(u, delta, A, B, C, self.D)  # (B, T, d_inner)
@@ -380,7 +209,7 @@ class MambaMixer(nn.Module):
             x = x + self.conv1d.bias
         u = F.silu(x).to(z.dtype)
         dt, B, C = self._ssm_inputs(u)  # (B, d_inner), (B, d_state) x 2
-        cd = _compute_dtype(u.dtype)
+        cd = compute_dtype(u.dtype)
         delta = F.softplus(dt.to(cd) + self.dt_proj.bias.to(cd))  # (B, d_inner)
         decay = torch.exp(delta[:, :, None] * -torch.exp(self.A_log.to(cd)))  # (B, d_inner, d_state)
         h = decay * ssm_state.to(cd) + (delta * u.to(cd))[:, :, None] * B.to(cd)[:, None, :]
@@ -430,7 +259,7 @@ INIT_CHOICES = ("mamba_ssm", "gpt2")
 
 
 @register_backbone("mamba")
-class MambaBackbone(nn.Module):
+class MambaBackbone(BackboneBase):
     """Stack of Decision Mamba blocks and a final LayerNorm; DMamba paper defaults (3 layers, d_state 16).
 
     init="gpt2" (default, as the official DMamba code, which runs HuggingFace's GPT-2 init over the
@@ -480,15 +309,6 @@ class MambaBackbone(nn.Module):
     def step(self, x_t: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
         """One token x_t (B, D) -> (y_t (B, D), state); equals forward's last position over all tokens fed."""
         x = x_t[:, None]  # (B, 1, D)
-        for block, layer_state in zip(self.blocks, state):
+        for block, layer_state in zip(self.blocks, state, strict=True):
             x = block.step(x, layer_state)
         return self.ln_f(x)[:, 0], state
-
-    @staticmethod
-    def reset_state(state: list, env_mask: torch.Tensor) -> list:
-        """Zero, in place, the state rows of the batch entries where env_mask (B,) is True (e.g. new episodes)."""
-        rows = env_mask.to(torch.bool)[:, None, None]  # (B, 1, 1)
-        for conv_state, ssm_state in state:
-            conv_state.masked_fill_(rows, 0.0)
-            ssm_state.masked_fill_(rows, 0.0)
-        return state

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from decision_seq.models.backbones import register_backbone
+from decision_seq.models.backbones.base import BackboneBase
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
@@ -129,8 +130,10 @@ class Block(nn.Module):
 
 
 @register_backbone("transformer")
-class TransformerBackbone(nn.Module):
-    """Stack of causal GPT blocks and a final LayerNorm (GPT-2's ln_f), DT paper defaults."""
+class TransformerBackbone(BackboneBase):
+    """Stack of causal GPT blocks and a final LayerNorm (GPT-2's ln_f), DT paper defaults.
+
+    `step` keeps a KV cache, so it costs O(t) at token t: constant_time_step stays False."""
 
     def __init__(self, d_model: int, n_layer: int = 3, n_head: int = 1, dropout: float = 0.1, activation: str = "relu"):
         super().__init__()
@@ -169,7 +172,7 @@ class TransformerBackbone(nn.Module):
 
     def step(self, x_t: torch.Tensor, state: list[dict]) -> tuple[torch.Tensor, list[dict]]:
         x = x_t[:, None]  # (B, 1, D)
-        for block, cache in zip(self.blocks, state):
+        for block, cache in zip(self.blocks, state, strict=True):
             x = block.step(x, cache)
         return self.ln_f(x)[:, 0], state
 

@@ -1,7 +1,7 @@
 """GPU suite: our Mamba against mamba_ssm's CUDA kernels, the kernel path actually taken, step vs forward
 on CUDA, training through the real CLI on CUDA (bf16, torch.compile), and GPU checkpoints on CPU.
 
-Deselected by default; run on a CUDA machine with `pytest -m gpu tests/test_gpu.py -rs`. Every test
+Deselected by default; run on a CUDA machine with `pytest -m gpu tests/gpu -rs`. Every test
 skips with "needs CUDA" without a GPU; the mamba_ssm comparisons also skip with "needs mamba_ssm built
 with its CUDA extension" when `load_kernels()` finds no kernels (build them with
 scripts/build_mamba_ssm.sh). Tolerances are mamba_ssm's own kernel-vs-reference ones
@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from decision_seq.models.backbones.mamba import MambaBackbone, MambaMixer, load_kernels
+from decision_seq.models.backbones.mamba import MambaBackbone, MambaMixer
+from decision_seq.models.ops.kernels import load_kernels
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -93,7 +94,8 @@ def test_mixer_matches_mamba_ssm(kernels, dtype, our_path):
 
     torch.manual_seed(0)
     d_model, batch, seqlen = 64, 2, 48
-    ours = MambaMixer(d_model, d_state=16, d_conv=4, expand=2, use_kernels=None if our_path == "kernel" else False).cuda()
+    use_kernels = None if our_path == "kernel" else False
+    ours = MambaMixer(d_model, d_state=16, d_conv=4, expand=2, use_kernels=use_kernels).cuda()
     theirs = Mamba(d_model, d_state=16, d_conv=4, expand=2).cuda()  # use_fast_path: the fused mamba_inner_fn
 
     # Same parameter names and shapes: state_dicts load both ways, strictly.

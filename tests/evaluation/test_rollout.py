@@ -1,4 +1,6 @@
-"""Batched evaluation: exact episode counting (no autoreset leakage), batched == one-at-a-time."""
+"""rollout: exact episode counting (no autoreset leakage), batched == one-at-a-time, argument errors."""
+
+from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
@@ -49,7 +51,7 @@ def test_exact_episode_counts_and_lengths():
         assert res["seeds"] == list(range(6))
         assert res["lengths"] == [3 + s % 5 for s in res["seeds"]]  # no extra/partial episodes counted
         # returns = lengths + sum of actions, actions in [-1, 1]
-        for r, n in zip(res["returns"], res["lengths"]):
+        for r, n in zip(res["returns"], res["lengths"], strict=True):
             assert 0.0 <= r <= 2.0 * n
 
 

@@ -1,5 +1,8 @@
-"""Mamba backbone: mamba_ssm-compatible parameters and init, fast scan == loop scan, forward == step,
-causality, exact left-padding masks, kernel selection, registry."""
+"""Mamba backbone: mamba_ssm-compatible parameters and init, the mixer against the Mamba equations (loop
+scan), forward == step, causality and left-padding masks to the last bit, kernel selection, registry.
+The scans themselves: tests/models/ops/test_selective_scan.py; the Backbone contract: test_backbones.py."""
+
+from __future__ import annotations
 
 import math
 
@@ -7,13 +10,8 @@ import pytest
 import torch
 
 from decision_seq.models.backbones import build_backbone
-from decision_seq.models.backbones.mamba import (
-    MambaBackbone,
-    MambaMixer,
-    load_kernels,
-    selective_scan,
-    selective_scan_ref,
-)
+from decision_seq.models.backbones.mamba import MambaBackbone, MambaMixer, load_kernels
+from decision_seq.models.ops.selective_scan import selective_scan_ref
 
 F64 = torch.float64
 
@@ -27,18 +25,6 @@ def _backbone(**kw) -> MambaBackbone:
     torch.manual_seed(0)
     kw = {"n_layer": 2, "d_state": 4, "dropout": 0.0, "use_kernels": False} | kw
     return MambaBackbone(d_model=16, **kw).double().eval()
-
-
-def _scan_inputs(b=3, L=13, d=8, n=5, dtype=F64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    u = torch.randn(b, L, d, generator=g, dtype=dtype)
-    delta = torch.rand(b, L, d, generator=g, dtype=dtype) * 3
-    delta[0] *= 10  # large steps: decays underflow towards 0
-    A = -torch.rand(d, n, generator=g, dtype=dtype) * 4 - 0.1
-    B = torch.randn(b, L, n, generator=g, dtype=dtype)
-    C = torch.randn(b, L, n, generator=g, dtype=dtype)
-    D = torch.randn(d, generator=g, dtype=dtype)
-    return [x.requires_grad_() for x in (u, delta, A, B, C, D)]
 
 
 # -- parameters and init ------------------------------------------------------------------------------
@@ -111,49 +97,6 @@ def test_backbone_init_choices():
         MambaBackbone(d_model=16, init="xavier")
 
 
-# -- scans --------------------------------------------------------------------------------------------
-
-
-def test_fast_scan_equals_loop_fp64():
-    ins = _scan_inputs()
-    y_ref = selective_scan_ref(*ins)
-    y = selective_scan(*ins)
-    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
-    gy = torch.randn_like(y)
-    g_ref = torch.autograd.grad(y_ref, ins, gy)
-    g = torch.autograd.grad(y, ins, gy)
-    for name, a, b in zip("u delta A B C D".split(), g, g_ref):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"grad {name}")
-    with torch.no_grad():  # the no-grad path skips storing states
-        torch.testing.assert_close(selective_scan(*ins), y_ref.detach(), rtol=1e-12, atol=1e-12)
-
-
-def test_fast_scan_gradcheck():
-    ins = [x.detach()[:2, :5].clone().requires_grad_() if x.dim() == 3 else x for x in _scan_inputs(d=4, n=3)]
-    assert torch.autograd.gradcheck(selective_scan, ins)
-
-
-def test_fast_scan_fp32_close_to_fp64_loop():
-    ins64 = _scan_inputs(b=4, L=40, d=16, n=8, seed=1)
-    ins32 = [x.detach().float().requires_grad_() for x in ins64]
-    y64 = selective_scan_ref(*ins64)
-    y32 = selective_scan(*ins32)
-    assert y32.dtype == torch.float32
-    torch.testing.assert_close(y32.double(), y64, rtol=1e-4, atol=1e-4)
-    g64 = torch.autograd.grad(y64.sum(), ins64)
-    g32 = torch.autograd.grad(y32.sum(), ins32)
-    for a, b in zip(g32, g64):
-        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-3)
-
-
-def test_scan_bf16_inputs_compute_in_fp32():
-    ins = [x.detach() for x in _scan_inputs(dtype=torch.float32)]
-    y = selective_scan(*(x.bfloat16() for x in ins))
-    assert y.dtype == torch.bfloat16
-    ref = selective_scan_ref(*(x.bfloat16().float() for x in ins))
-    torch.testing.assert_close(y.float(), ref, rtol=2e-2, atol=2e-2)
-
-
 # -- mixer --------------------------------------------------------------------------------------------
 
 
@@ -200,21 +143,6 @@ def test_backbone_forward_equals_step():
     for t in range(10):
         y_t, state = net.step(x[:, t], state)
         torch.testing.assert_close(y_t, y[:, t], rtol=1e-12, atol=1e-12)
-
-
-def test_backbone_reset_state_restarts_rows():
-    net = _backbone()
-    x = torch.randn(2, 6, 16, dtype=F64)
-    state = net.init_state(2, dtype=F64)
-    for t in range(4):
-        _, state = net.step(x[:, t], state)
-    state = net.reset_state(state, torch.tensor([False, True]))
-    y0, state = net.step(x[:, 4], state)
-    y1, state = net.step(x[:, 5], state)
-    full = net(x)
-    torch.testing.assert_close(y1[0], full[0, 5])  # row 0 kept its history
-    restarted = net(x[1:, 4:])
-    torch.testing.assert_close(torch.stack([y0[1], y1[1]]), restarted[0])  # row 1 starts afresh
 
 
 def test_backbone_causal():
@@ -307,7 +235,7 @@ def test_kernel_path_matches_torch_path():
     assert m.last_path == "torch"
     g_t = torch.autograd.grad(y_t.square().sum(), [x, *m.parameters()])
     torch.testing.assert_close(y_k, y_t, rtol=1e-3, atol=1e-4)
-    for a, b in zip(g_k, g_t):
+    for a, b in zip(g_k, g_t, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
 
 

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from decision_seq.training.trainer import NonFiniteError, Trainer, TrainingPreempted
-from test_train import TINY, cli, read_results
+from tests.helpers import TINY, cli, cli_env, read_results
 
 
 # ------------------------------------------------------------------------------------ preemption
@@ -26,8 +27,7 @@ def test_sigterm_checkpoints_exits_75_and_relaunch_completes(pendulum_dataset_id
     run = tmp_path / "preempt"
     args = ["train", "trainer.steps=400", "trainer.checkpoint_every=20", "eval.every=0", "logger=none",
             f"hydra.run.dir={run}", *TINY]
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    proc = subprocess.Popen([sys.executable, "-m", "decision_seq", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "decision_seq", *args], env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ckpts = run / "checkpoints"
     deadline = time.time() + 120
@@ -146,7 +146,7 @@ def _truncated(tmp: Path, dt_run: Path) -> str:
 
 BAD_INPUTS = {
     "unknown backbone": (lambda tmp, run: "model.net.backbone=lstm",
-                         "unknown backbone 'lstm'; valid backbones: mamba, transformer"),
+                         "model.net.backbone=lstm: valid backbones: mamba, transformer"),
     "other backbone's checkpoint": (lambda tmp, run: f"model=dmamba trainer.resume={run}",
                                     "has backbone='transformer' but this run's model has backbone='mamba'"),
     "other embed size's checkpoint": (lambda tmp, run: f"model.net.embed_dim=32 trainer.resume={run}",
@@ -154,8 +154,8 @@ BAD_INPUTS = {
     "foreign checkpoint": (lambda tmp, run: _foreign(tmp), "is not a decision-seq checkpoint"),
     "truncated checkpoint": (_truncated, "cannot be read safely"),
     "resume=true without checkpoint": (lambda tmp, run: "trainer.resume=true", "there is no checkpoint at"),
-    "unknown stop signal": (lambda tmp, run: "trainer.stop_signals=[SIGFOO]", "unknown signal 'SIGFOO'"),
-    "non-finite grad_clip": (lambda tmp, run: "trainer.grad_clip=nan", "trainer.grad_clip must be a finite number > 0"),
+    "unknown stop signal": (lambda tmp, run: "trainer.stop_signals=[SIGFOO]", "trainer.stop_signals=[SIGFOO]: SIGFOO is not a signal"),
+    "non-finite grad_clip": (lambda tmp, run: "trainer.grad_clip=nan", "trainer.grad_clip=nan: must be a finite number > 0"),
 }
 
 
@@ -222,6 +222,31 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:
     assert predicate(), "the training process never reached the moment to kill it"
 
 
+# `decision-seq ARGS` with every checkpoint write slowed down: each one pauses for 2 s between writing its
+# temp file and renaming it over the target, so a test can SIGKILL the run in the middle of a write.
+_SLOW_CHECKPOINT_WRITES = textwrap.dedent("""
+    import sys
+    import time
+
+    import decision_seq.training.checkpoint as checkpoint
+    from decision_seq.cli import main
+
+    atomic_write = checkpoint.atomic_write
+
+
+    def slow_atomic_write(path, write):
+        def slow_write(tmp):
+            write(tmp)
+            time.sleep(2.0)
+
+        atomic_write(path, slow_write)
+
+
+    checkpoint.atomic_write = slow_atomic_write
+    main(sys.argv[1:])
+""")
+
+
 @pytest.mark.parametrize("moment", ["before_first_checkpoint", "between_checkpoints", "during_checkpoint_write"])
 def test_sigkill_at_any_moment_then_relaunch_completes(moment, pendulum_dataset_id, tmp_path):
     """SIGKILL leaves the previous good checkpoint (or none) intact; relaunching the same dir finishes."""
@@ -229,11 +254,11 @@ def test_sigkill_at_any_moment_then_relaunch_completes(moment, pendulum_dataset_
     ckpts = run / "checkpoints"
     args = ["train", "trainer.steps=400", "trainer.checkpoint_every=20", "eval.every=0", "logger=none",
             f"hydra.run.dir={run}", *TINY]
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    command = [sys.executable, "-m", "decision_seq"]
     if moment == "during_checkpoint_write":
-        env["DECISION_SEQ_TEST_SAVE_DELAY"] = "2"  # every save pauses between temp write and rename
-    proc = subprocess.Popen([sys.executable, "-m", "decision_seq", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        (tmp_path / "slow_checkpoints.py").write_text(_SLOW_CHECKPOINT_WRITES)
+        command = [sys.executable, str(tmp_path / "slow_checkpoints.py")]
+    proc = subprocess.Popen([*command, *args], env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         if moment == "before_first_checkpoint":
             _wait_for(lambda: (run / ".hydra").is_dir())

@@ -1,0 +1,1 @@
+"""Numerical kernels the backbones share: the selective scan (pure PyTorch) and the optional CUDA kernels."""

@@ -1,0 +1,41 @@
+"""The optional mamba_ssm / causal_conv1d CUDA kernels, imported in this one place and only on demand.
+
+mamba_ssm cannot even be imported without its CUDA extension, so nothing imports it at package import
+time: `load_kernels()` tries once (cached) and returns None where the kernels are missing or broken, and
+every caller then takes the pure-PyTorch path (models/ops/selective_scan.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+# Dtypes the mamba_ssm selective-scan kernel accepts for u / delta / B / C / z.
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class Kernels(NamedTuple):
+    selective_scan_fn: Callable
+    causal_conv1d_fn: Callable | None  # None when causal_conv1d is not installed
+
+
+@functools.cache
+def load_kernels() -> Kernels | None:
+    """The mamba_ssm (and, if present, causal_conv1d) kernel functions, or None when they do not import."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except (ImportError, OSError):  # not installed, or built against another torch / CUDA
+        return None
+    except Exception as err:  # a broken install of one of its optional dependencies: fall back, say so
+        warnings.warn(f"mamba_ssm is installed but failed to import ({type(err).__name__}: {err}); "
+                      "using the pure-PyTorch Mamba path", stacklevel=2)
+        return None
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except (ImportError, OSError):
+        causal_conv1d_fn = None
+    return Kernels(selective_scan_fn, causal_conv1d_fn)
