@@ -298,12 +298,15 @@ def episodes_from_minari(dataset: minari.MinariDataset) -> EpisodeSet:
 def load_minari_dataset(dataset_id: str, download: bool = False) -> minari.MinariDataset:
     """`minari.load_dataset`, building built-in ids locally and explaining what to do when one is missing."""
     from decision_seq.datasets.builtin import BUILTIN, ensure_builtin_dataset  # builders never import this module
+    from decision_seq.datasets.minari_io import remote_call
 
     try:
         if dataset_id in BUILTIN:
             # Built-in ids are never on the remote hub: build them (once) instead of downloading.
             return ensure_builtin_dataset(dataset_id)
-        return minari.load_dataset(dataset_id, download=download)
+        if download:  # no network: RemoteUnavailableError, one line
+            return remote_call(minari.load_dataset, dataset_id, download=True)
+        return minari.load_dataset(dataset_id)
     except FileNotFoundError as err:
         if dataset_id in BUILTIN:
             raise

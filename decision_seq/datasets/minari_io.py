@@ -123,7 +123,12 @@ def _is_network_error(err: BaseException | None) -> bool:
 
 
 def remote_call(fn: Callable[..., _T], *args, **kwargs) -> _T:
-    """Call a Minari remote function; a missing client package or no network -> RemoteUnavailableError."""
+    """Call a Minari remote function; a missing client package or no network -> RemoteUnavailableError.
+
+    Log records up to WARNING are held back during the call (huggingface_hub logs each of its retries
+    through loggers and handlers of its own): offline, the outcome is one line, not ten."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
     try:
         return fn(*args, **kwargs)
     except ImportError as err:  # Minari imports its remote client (huggingface_hub) lazily
@@ -135,3 +140,5 @@ def remote_call(fn: Callable[..., _T], *args, **kwargs) -> _T:
             raise RemoteUnavailableError(
                 f"could not reach the Minari remote (offline?): {type(err).__name__}: {err}") from err
         raise
+    finally:
+        logging.disable(previous)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from decision_seq.cli.console import fmt_num
 from decision_seq.data.episodes import EpisodeSet, episodes_from_minari, load_minari_dataset
 from decision_seq.data.sampler import SequenceSampler
 from decision_seq.evaluation.rollout import rollout
@@ -23,6 +24,7 @@ from decision_seq.experiment.resources import job_resources
 from decision_seq.experiment.results import RESULTS_FILE, eval_record, eval_score, git_commit, summarize, versions, write_json_atomic
 from decision_seq.experiment.report import print_results_table
 from decision_seq.experiment.tracking import make_logger
+from decision_seq.experiment.validation import validate_eval_config, validate_train_config
 from decision_seq.training.checkpoint import CheckpointError, load_checkpoint, remove_stale_temp_files
 from decision_seq.training.trainer import NonFiniteError, Trainer, TrainingPreempted, resolve_device
 
@@ -120,6 +122,7 @@ def _load_resume_checkpoint(path: Path, device) -> tuple[Path, dict]:
 
 
 def run_training(cfg: DictConfig, out_dir: Path) -> dict:
+    validate_train_config(cfg)  # before any data is loaded (the CLI also checks before Hydra starts)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -135,9 +138,9 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
     dataset = load_minari_dataset(cfg.dataset.id, download=cfg.dataset.download)
     episodes = episodes_from_minari(dataset)
     data_summary = episodes.summary()
-    log.info("dataset %s: %d episodes, %d steps, mean return %.1f, mean normalized score %s",
-             cfg.dataset.id, episodes.num_episodes, episodes.num_steps, data_summary["return_mean"],
-             data_summary.get("normalized_score_mean"))
+    log.info("dataset %s: %d episodes, %d steps, mean return %s, mean normalized score %s",
+             cfg.dataset.id, episodes.num_episodes, episodes.num_steps, fmt_num(data_summary["return_mean"]),
+             fmt_num(data_summary.get("normalized_score_mean")))
     targets = list(cfg.eval.targets) if cfg.eval.targets is not None else default_targets(episodes)
     for warning in check_targets(targets, episodes):
         log.warning("%s", warning)
@@ -264,6 +267,7 @@ def check_compatible(ckpt: dict, model_kwargs: dict, where: str) -> None:
 
 def run_eval(cfg: DictConfig, out_dir: Path) -> dict:
     """Evaluate a checkpoint (a .pt file, or a run dir's checkpoints/last.pt) on its dataset's eval env."""
+    validate_eval_config(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = Path(str(cfg.checkpoint))

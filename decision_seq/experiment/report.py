@@ -5,9 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-
-def _fmt(x, spec=".1f") -> str:
-    return "-" if x is None else format(x, spec)
+from decision_seq.cli.console import fmt_num as _fmt
+from decision_seq.cli.console import make_console
 
 
 def results_rows(results: dict) -> list[dict]:
@@ -37,8 +36,4 @@ def print_results_table(runs: list[dict], title: str = "decision-seq results", c
             table.add_row(str(row["backbone"]), str(row["dataset"]), str(row["seed"]), _fmt(row["target"], "g"),
                           f"{_fmt(row['mean_return'])} ± {_fmt(row['std_return'])}", _fmt(row["normalized"]),
                           _fmt(row["best_normalized"]), _fmt(row["dataset_normalized"]))
-    if console is None:
-        console = Console()
-        if not console.is_terminal:  # logs and pipes: do not squeeze the table into 80 columns
-            console = Console(width=160)
-    console.print(table)
+    (console or make_console()).print(table)

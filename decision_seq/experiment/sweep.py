@@ -11,13 +11,12 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from decision_seq.cli.exit_codes import EXIT_SWEEP_FAILED
 from decision_seq.experiment.report import print_results_table
 from decision_seq.experiment.results import RESULTS_FILE
 
 log = logging.getLogger(__name__)
 
-
-EXIT_SWEEP_FAILED = 1  # some jobs of the sweep did not complete (README: exit codes)
 
 
 def collect_results(sweep_dir: Path) -> tuple[list[dict], list[tuple[Path, str]]]:

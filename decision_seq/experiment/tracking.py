@@ -42,8 +42,9 @@ class WandbLogger:
             raise ValueError(f"logger.mode={mode!r} is not a wandb mode; valid: online, offline, disabled")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        # silent: W&B's own ~40 lines per run (banner, sync hints, history tables) become the one line below.
         kwargs = dict(project=project, entity=entity, config=config, dir=str(out_dir), name=name, group=group,
-                      tags=tags, reinit="finish_previous")
+                      tags=tags, reinit="finish_previous", settings=wandb.Settings(silent=True))
         try:
             self.run = wandb.init(mode=mode, **kwargs)
         except Exception as err:  # no network, no API key, server down: training never dies for logging
@@ -55,6 +56,10 @@ class WandbLogger:
             self.run = wandb.init(mode=mode, **kwargs)
         self.mode = mode
         self.run_dir = Path(self.run.dir).parent if mode != "disabled" else None
+        if mode == "offline":
+            log.info("W&B run (offline) in %s; upload it with: wandb sync %s", self.run_dir, self.run_dir)
+        elif mode == "online":
+            log.info("W&B run: %s", self.run.url)
 
     def log(self, metrics: dict, step: int) -> None:
         try:

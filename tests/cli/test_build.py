@@ -31,6 +31,7 @@ def test_build_arguments_defaults():
     assert args.work_dir is None and not args.overwrite and not args.no_progress
 
 
+@pytest.mark.slow  # ~16 s: a SAC build, then a training run on it
 def test_run_build_then_train_cli(tmp_path, fresh_minari_root, capsys):
     parser = argparse.ArgumentParser()
     add_build_arguments(parser)

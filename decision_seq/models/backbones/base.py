@@ -81,3 +81,9 @@ def missing_members(cls: type) -> list[str]:
         if value is None or value is getattr(nn.Module, name, None):
             missing.append(name)
     return missing
+
+
+def check_depth(n_layer: int) -> None:
+    """Every backbone stacks n_layer >= 1 blocks (0 would build a model that fails at its first forward)."""
+    if isinstance(n_layer, bool) or not isinstance(n_layer, int) or n_layer < 1:
+        raise ValueError(f"n_layer must be an integer >= 1, got {n_layer!r}")

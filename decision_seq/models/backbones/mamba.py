@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from decision_seq.models.backbones import register_backbone
-from decision_seq.models.backbones.base import BackboneBase
+from decision_seq.models.backbones.base import check_depth, BackboneBase
 from decision_seq.models.ops.kernels import KERNEL_DTYPES, Kernels, load_kernels
 from decision_seq.models.ops.selective_scan import compute_dtype, selective_scan
 
@@ -274,6 +274,7 @@ class MambaBackbone(BackboneBase):
     def __init__(self, d_model: int, n_layer: int = 3, dropout: float = 0.1, d_state: int = 16, d_conv: int = 4,
                  expand: int = 2, use_kernels: bool | None = None, init: str = "gpt2"):
         super().__init__()
+        check_depth(n_layer)
         if init not in INIT_CHOICES:
             raise ValueError(f"mamba backbone init must be one of {', '.join(INIT_CHOICES)}, got {init!r}")
         self.blocks = nn.ModuleList(

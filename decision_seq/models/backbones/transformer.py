@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from decision_seq.models.backbones import register_backbone
-from decision_seq.models.backbones.base import BackboneBase
+from decision_seq.models.backbones.base import check_depth, BackboneBase
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
@@ -137,6 +137,7 @@ class TransformerBackbone(BackboneBase):
 
     def __init__(self, d_model: int, n_layer: int = 3, n_head: int = 1, dropout: float = 0.1, activation: str = "relu"):
         super().__init__()
+        check_depth(n_layer)
         self.blocks = nn.ModuleList(Block(d_model, n_head, dropout, activation) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(d_model)
         self.apply(self._init_weights)

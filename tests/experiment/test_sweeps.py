@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from test_train import cli
+from tests.helpers import cli
 
-# The smoke preset made tinier still; threads are left to the launcher logic (decision_seq/launch.py).
+# The smoke preset made tinier still; threads are left to the launcher logic (decision_seq/experiment/resources.py).
 TINIER = ["trainer.steps=10", "eval.every=5", "eval.episodes=2", "eval.targets=[-150,-600]", "model.context_len=4",
           "model.net.embed_dim=16", "trainer.batch_size=8", "trainer.progress=false", "trainer.device=cpu"]
 
@@ -53,6 +53,7 @@ def test_smoke_preset_through_joblib_then_leaderboard(pendulum_dataset_id, tmp_p
     assert "2-way parallel sweep" in log
 
 
+@pytest.mark.slow  # ~30 s; the joblib sweep covers the same recipe in the fast suite
 def test_smoke_preset_through_submitit_local_executor(pendulum_dataset_id, tmp_path):
     sweep = tmp_path / "submitit"
     # submitit's local executor starts all 4 jobs at once: one torch thread each on the 2-core box
@@ -62,7 +63,7 @@ def test_smoke_preset_through_submitit_local_executor(pendulum_dataset_id, tmp_p
     assert (sweep / ".submitit").is_dir()  # the jobs really went through submitit
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+@pytest.mark.parametrize("launcher", ["basic", pytest.param("joblib", marks=pytest.mark.slow)])
 def test_failed_job_does_not_stop_the_others(pendulum_dataset_id, tmp_path, launcher):
     sweep = tmp_path / launcher
     extra = [] if launcher == "basic" else ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
@@ -107,17 +108,21 @@ def test_paper_presets_compose(preset, model):
             assert ds.name == name and ds.id.startswith("decision-seq/") and ds.rtg_scale == 1000
 
 
-def test_launcher_configs_compose():
+@pytest.mark.parametrize("cpus,gpus,expected_jobs", [(16, 0, 8), (2, 0, 1), (1, 0, 1), (16, 3, 3)])
+def test_launcher_configs_compose(monkeypatch, cpus, gpus, expected_jobs):
+    """hydra/launcher=local runs one job per GPU, else one per 2 cores; =slurm keeps its documented keys."""
+    from omegaconf import OmegaConf
+
+    from decision_seq.experiment import resources
+
+    monkeypatch.setattr(resources, "_cpu_count", lambda: cpus)
+    monkeypatch.setattr(resources, "_gpu_count", lambda: gpus)
+    OmegaConf.register_new_resolver("decision_seq_parallel_jobs", resources.parallel_jobs_default, replace=True)
     with initialize_config_module(config_module="decision_seq.conf", version_base="1.3"):
         slurm = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True).hydra.launcher
         assert "SlurmLauncher" in slurm._target_ and slurm.gpus_per_node == 1 and slurm.array_parallelism == 64
-        from decision_seq.experiment.resources import parallel_jobs_default
-
-        from omegaconf import OmegaConf
-
-        OmegaConf.register_new_resolver("decision_seq_parallel_jobs", parallel_jobs_default, replace=True)
         local = compose("train", overrides=["hydra/launcher=local"], return_hydra_config=True).hydra.launcher
-        assert "JoblibLauncher" in local._target_ and local.n_jobs == parallel_jobs_default() >= 1
+        assert "JoblibLauncher" in local._target_ and local.n_jobs == expected_jobs
 
 
 @pytest.mark.parametrize("job_num,gpus,expected_device", [(0, 2, "cuda:0"), (3, 2, "cuda:1"), (5, 0, "auto"), (1, 1, "auto")])

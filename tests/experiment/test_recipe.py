@@ -4,34 +4,11 @@ results.json contents, checkpoints, a 2-job multirun, W&B offline, resume, `deci
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
 
-TINY = [
-    "model.context_len=5", "model.net.embed_dim=16", "model.net.backbone_kwargs.n_layer=1",
-    "trainer.batch_size=8", "trainer.warmup_steps=5", "trainer.log_every=5", "trainer.progress=false",
-    "eval.episodes=2", "eval.targets=[-150,-600]", "trainer.device=cpu", "trainer.num_threads=1",
-]
-
-
-def cli(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, "-m", "decision_seq", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"decision-seq {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def read_results(run_dir: Path) -> dict:
-    return json.loads((run_dir / "results.json").read_text())
+from tests.helpers import TINY, cli, read_results
 
 
 @pytest.mark.parametrize("model", ["dt", "dmamba"])
@@ -65,6 +42,7 @@ def test_train_writes_results_and_checkpoint(model, pendulum_dataset_id, tmp_pat
     assert "normalized (last)" in proc.stdout  # the results table
 
 
+@pytest.mark.slow  # ~8 s; the sweep tests cover multiruns in the fast suite
 def test_multirun_two_jobs_and_sweep_table(pendulum_dataset_id, tmp_path):
     sweep = tmp_path / "sweep"
     proc = cli("train", "-m", "model=dt,dmamba", "trainer.steps=6", "eval.every=0", "logger=none",
@@ -101,10 +79,10 @@ def test_eval_checkpoint_and_bad_checkpoint(pendulum_dataset_id, tmp_path):
 
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    proc = cli("eval", f"checkpoint={bad}", check=False)
+    proc = cli("eval", f"checkpoint={bad}", f"hydra.run.dir={tmp_path / 'bad_eval'}", check=False)
     assert proc.returncode == 2 and "cannot be read safely" in proc.stdout + proc.stderr
     proc = cli("eval", f"checkpoint={tmp_path / 'missing.pt'}", check=False)
-    assert proc.returncode == 2 and "does not exist" in proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "no such file or run dir" in proc.stderr
 
 
 def test_missing_dataset_clear_error(tmp_path):
@@ -114,9 +92,19 @@ def test_missing_dataset_clear_error(tmp_path):
     assert "mujoco/nowhere/none-v0" in out and "dataset.download=true" in out
 
 
-def test_bf16_autocast_on_cpu(pendulum_dataset_id, tmp_path):
-    run = tmp_path / "bf16"
-    cli("train", "model=dmamba", "trainer.steps=6", "trainer.bf16=true", "eval.every=0", "logger=none",
-        f"hydra.run.dir={run}", *TINY)
-    res = read_results(run)
-    assert res["status"] == "completed" and res["config"]["trainer"]["bf16"] is True
+def test_download_without_network_is_one_clear_error(monkeypatch):
+    """dataset.download=true offline: the network error becomes RemoteUnavailableError, which the CLI
+    reports as one line with exit code 2 (one of its user errors)."""
+    import minari
+
+    from decision_seq.cli.apps import user_errors
+    from decision_seq.data.episodes import load_minari_dataset
+    from decision_seq.datasets.minari_io import RemoteUnavailableError
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(minari, "load_dataset", offline)
+    with pytest.raises(RemoteUnavailableError, match=r"could not reach the Minari remote \(offline\?\)"):
+        load_minari_dataset("mujoco/hopper/medium-v0", download=True)
+    assert RemoteUnavailableError in user_errors()
