@@ -68,31 +68,51 @@ def make_model(backbone: str, args, env) -> tuple[TrajectoryModel, dict]:
         model = TrajectoryModel(**ckpt["model_kwargs"])
         model.load_state_dict(ckpt["model"])
         norm = ckpt["normalization"]
-        stats = dict(obs_mean=norm["obs_mean"].numpy(), obs_std=norm["obs_std"].numpy(),
-                     rtg_scale=float(norm["rtg_scale"]), K=int(ckpt["context_len"]))
+        stats = dict(
+            obs_mean=norm["obs_mean"].numpy(),
+            obs_std=norm["obs_std"].numpy(),
+            rtg_scale=float(norm["rtg_scale"]),
+            K=int(ckpt["context_len"]),
+        )
         return model.eval(), stats
     torch.manual_seed(0)
     S, A = env.observation_space.shape[0], env.action_space.shape[0]
-    model = TrajectoryModel(state_dim=S, action_dim=A, embed_dim=args.embed_dim, max_ep_len=1000, dropout=0.1,
-                            backbone=backbone, backbone_kwargs={"n_layer": args.n_layer},
-                            action_low=env.action_space.low.tolist(), action_high=env.action_space.high.tolist())
+    model = TrajectoryModel(
+        state_dim=S,
+        action_dim=A,
+        embed_dim=args.embed_dim,
+        max_ep_len=1000,
+        dropout=0.1,
+        backbone=backbone,
+        backbone_kwargs={"n_layer": args.n_layer},
+        action_low=env.action_space.low.tolist(),
+        action_high=env.action_space.high.tolist(),
+    )
     return model.eval(), dict(obs_mean=np.zeros(S), obs_std=np.ones(S), rtg_scale=args.rtg_scale, K=args.context_len)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--env", default="Pendulum-v1", help="Gymnasium env id (the default dataset's env)")
     p.add_argument("--episodes", type=int, default=20, help="episodes per target")
     p.add_argument("--targets", type=float, nargs="+", default=[-150.0, -400.0], help="target returns")
     p.add_argument("--backbones", nargs="+", default=["transformer", "mamba"], choices=["transformer", "mamba"])
-    p.add_argument("--checkpoint", default=None, help="a decision-seq checkpoint (.pt or run dir) instead of random init")
+    p.add_argument(
+        "--checkpoint", default=None, help="a decision-seq checkpoint (.pt or run dir) instead of random init"
+    )
     p.add_argument("--context-len", type=int, default=20, help="K (random init only)")
     p.add_argument("--embed-dim", type=int, default=128, help="random init only")
     p.add_argument("--n-layer", type=int, default=3, help="random init only")
     p.add_argument("--rtg-scale", type=float, default=100.0, help="random init only")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for our batched evaluator")
-    p.add_argument("--baseline-threads", type=int, default=1,
-                   help="torch CPU threads for the sequential baseline (1 is its fastest: batch-1 forwards do not scale)")
+    p.add_argument(
+        "--baseline-threads",
+        type=int,
+        default=1,
+        help="torch CPU threads for the sequential baseline (1 is its fastest: batch-1 forwards do not scale)",
+    )
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     p.add_argument("--seed", type=int, default=0, help="episode i uses reset seed seed + i")
     args = p.parse_args()
@@ -101,8 +121,11 @@ def main() -> None:
     max_steps = env.spec.max_episode_steps
     backbones = args.backbones
     if args.checkpoint:
-        ckpt = torch.load(Path(args.checkpoint) / "checkpoints" / "last.pt" if Path(args.checkpoint).is_dir()
-                          else args.checkpoint, map_location="cpu", weights_only=False)
+        ckpt = torch.load(
+            Path(args.checkpoint) / "checkpoints" / "last.pt" if Path(args.checkpoint).is_dir() else args.checkpoint,
+            map_location="cpu",
+            weights_only=False,
+        )
         backbones = [ckpt["model_kwargs"]["backbone"]]
     times: dict[tuple[str, str], list[float]] = {}
     steps_of: dict[tuple[str, str], int] = {}
@@ -111,17 +134,33 @@ def main() -> None:
         common = dict(obs_mean=st["obs_mean"], obs_std=st["obs_std"], rtg_scale=st["rtg_scale"])
         base_name = "sequential window (official DT loop)"
 
-        def sequential():
+        def sequential(model=model, st=st, common=common):  # called in this iteration only
             torch.set_num_threads(args.baseline_threads)
-            return {t: [sequential_episode(model, env, seed=args.seed + i, target=t, K=st["K"], max_steps=max_steps,
-                                           **common) for i in range(args.episodes)] for t in args.targets}
+            return {
+                t: [
+                    sequential_episode(
+                        model, env, seed=args.seed + i, target=t, K=st["K"], max_steps=max_steps, **common
+                    )
+                    for i in range(args.episodes)
+                ]
+                for t in args.targets
+            }
 
-        def batched(mode):
+        def batched(mode, model=model, st=st, common=common):
             torch.set_num_threads(args.threads)
-            return rollout(model, lambda: gym.make(args.env), targets=args.targets, episodes=args.episodes,
-                           context_len=st["K"], seed=args.seed, progress=False, mode=mode, **common)
+            return rollout(
+                model,
+                lambda: gym.make(args.env),
+                targets=args.targets,
+                episodes=args.episodes,
+                context_len=st["K"],
+                seed=args.seed,
+                progress=False,
+                mode=mode,
+                **common,
+            )
 
-        modes = ["window", "recurrent"] if getattr(model.backbone, "constant_time_step", False) else ["window"]
+        modes = ["window", "recurrent"] if model.backbone.constant_time_step else ["window"]
         outs = {}
         for _ in range(args.rounds):  # interleaved, so load changes on a shared machine hit every candidate
             start = time.perf_counter()
@@ -136,16 +175,26 @@ def main() -> None:
         ref = np.array([r for t in args.targets for r, _ in seq[t]])
         got = np.array([r for t in args.targets for r in outs["window"][t]["returns"]])
         diff = float(np.abs(ref - got).max())
-        print(f"[check] {backbone}: batched window vs sequential returns, max |diff| = {diff:.3g} "
-              f"over {len(ref)} episodes -> {'IDENTICAL (<1e-3)' if diff < 1e-3 else 'DIFFERENT'}")
+        print(
+            f"[check] {backbone}: batched window vs sequential returns, max |diff| = {diff:.3g} "
+            f"over {len(ref)} episodes -> {'IDENTICAL (<1e-3)' if diff < 1e-3 else 'DIFFERENT'}"
+        )
         if "recurrent" in outs:
             rec = np.array([r for t in args.targets for r in outs["recurrent"][t]["returns"]])
-            print(f"[info] {backbone}: mean return recurrent {rec.mean():.1f} vs window {got.mean():.1f} "
-                  f"(differ once t >= K = {st['K']}: recurrent sees the whole episode)")
+            print(
+                f"[info] {backbone}: mean return recurrent {rec.mean():.1f} vs window {got.mean():.1f} "
+                f"(differ once t >= K = {st['K']}: recurrent sees the whole episode)"
+            )
 
-    print(f"\n{args.env}, {args.episodes} episodes x {len(args.targets)} targets, ours {args.threads} threads, "
-          f"baseline {args.baseline_threads}, median of {args.rounds} interleaved rounds, "
-          f"{'checkpoint ' + args.checkpoint if args.checkpoint else f'random init (embed {args.embed_dim}, {args.n_layer} layers, K={args.context_len})'}")
+    weights = (
+        f"checkpoint {args.checkpoint}"
+        if args.checkpoint
+        else f"random init (embed {args.embed_dim}, {args.n_layer} layers, K={args.context_len})"
+    )
+    print(
+        f"\n{args.env}, {args.episodes} episodes x {len(args.targets)} targets, ours {args.threads} threads, "
+        f"baseline {args.baseline_threads}, median of {args.rounds} interleaved rounds, {weights}"
+    )
     print(f"{'backbone':<12} {'evaluator':<38} {'env steps':>9} {'sec':>8} {'steps/s':>9}")
     by = {}
     for key, secs in times.items():
@@ -157,8 +206,11 @@ def main() -> None:
         base = by[(backbone, "sequential window (official DT loop)")]
         print(f"{backbone}: batched window / sequential = {by[(backbone, 'batched window')] / base:.1f}x")
         if (backbone, "batched recurrent") in by:
-            print(f"{backbone}: batched recurrent / sequential = {by[(backbone, 'batched recurrent')] / base:.1f}x, "
-                  f"recurrent / batched window = {by[(backbone, 'batched recurrent')] / by[(backbone, 'batched window')]:.1f}x")
+            recurrent, window = by[(backbone, "batched recurrent")], by[(backbone, "batched window")]
+            print(
+                f"{backbone}: batched recurrent / sequential = {recurrent / base:.1f}x, "
+                f"recurrent / batched window = {recurrent / window:.1f}x"
+            )
 
 
 if __name__ == "__main__":

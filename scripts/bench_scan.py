@@ -71,9 +71,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     d_inner = 2 * args.d_model
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32; batch {args.batch}, "
-          f"seq {args.seq_len}, d_model {args.d_model} (d_inner {d_inner}), d_state {args.d_state}, "
-          f"median of {args.repeats}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32; batch {args.batch}, "
+        f"seq {args.seq_len}, d_model {args.d_model} (d_inner {d_inner}), d_state {args.d_state}, "
+        f"median of {args.repeats}"
+    )
 
     ins = scan_inputs(args.batch, args.seq_len, d_inner, args.d_state, torch.float32, grad=True)
     y_ref, y_fast = selective_scan_ref(*ins), selective_scan(*ins)
@@ -82,16 +84,20 @@ def main() -> None:
     results = {}
     for backward in (False, True):
         results[backward] = bench(
-            {name: timer(lambda f=f: f(*ins), backward)
-             for name, f in (("loop", selective_scan_ref), ("fast", selective_scan))},
+            {
+                name: timer(lambda f=f: f(*ins), backward)
+                for name, f in (("loop", selective_scan_ref), ("fast", selective_scan))
+            },
             args.repeats,
         )
     print()
     print(f"{'scan':<22}{'forward ms':>12}{'fwd+bwd ms':>12}")
     for name in ("loop", "fast"):
         print(f"{name:<22}{results[False][name]:>12.2f}{results[True][name]:>12.2f}")
-    print(f"{'ratio fast/loop':<22}{results[False]['fast'] / results[False]['loop']:>12.3f}"
-          f"{results[True]['fast'] / results[True]['loop']:>12.3f}")
+    print(
+        f"{'ratio fast/loop':<22}{results[False]['fast'] / results[False]['loop']:>12.3f}"
+        f"{results[True]['fast'] / results[True]['loop']:>12.3f}"
+    )
 
     torch.manual_seed(0)
     mixer = MambaMixer(d_model=args.d_model, d_state=args.d_state, use_kernels=False)

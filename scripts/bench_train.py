@@ -35,8 +35,9 @@ class BareCausalTransformer(nn.Module):
         self.embed_s = nn.Linear(state_dim, embed_dim)
         self.embed_a = nn.Linear(action_dim, embed_dim)
         self.embed_r = nn.Linear(1, embed_dim)
-        layer = nn.TransformerEncoderLayer(embed_dim, n_head, 4 * embed_dim, dropout, activation="relu",
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            embed_dim, n_head, 4 * embed_dim, dropout, activation="relu", batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, n_layer, enable_nested_tensor=False)
         self.head = nn.Sequential(nn.Linear(embed_dim, action_dim), nn.Tanh())
 
@@ -54,15 +55,27 @@ def synthetic_episodes(n_episodes: int, length: int, S: int, A: int, seed: int =
         [rng.standard_normal((length + 1, S)).astype(np.float32) for _ in range(n_episodes)],
         [rng.uniform(-1, 1, (length, A)).astype(np.float32) for _ in range(n_episodes)],
         [rng.standard_normal(length).astype(np.float32) for _ in range(n_episodes)],
-        action_low=-np.ones(A, np.float32), action_high=np.ones(A, np.float32), dataset_id="synthetic",
+        action_low=-np.ones(A, np.float32),
+        action_high=np.ones(A, np.float32),
+        dataset_id="synthetic",
     )
 
 
 def make_ours(backbone: str, args, S: int, A: int, device):
-    kw = {"n_layer": args.n_layer, "n_head": args.n_head, "activation": "relu"} if backbone == "transformer" \
+    kw = (
+        {"n_layer": args.n_layer, "n_head": args.n_head, "activation": "relu"}
+        if backbone == "transformer"
         else {"n_layer": args.n_layer}
-    return TrajectoryModel(state_dim=S, action_dim=A, embed_dim=args.embed_dim, max_ep_len=1000,
-                           dropout=args.dropout, backbone=backbone, backbone_kwargs=kw).to(device)
+    )
+    return TrajectoryModel(
+        state_dim=S,
+        action_dim=A,
+        embed_dim=args.embed_dim,
+        max_ep_len=1000,
+        dropout=args.dropout,
+        backbone=backbone,
+        backbone_kwargs=kw,
+    ).to(device)
 
 
 def step_fn_ours(model, sampler, clip, bf16, device):
@@ -128,8 +141,10 @@ def main() -> None:
     torch.manual_seed(0)
     S, A = 11, 3
     episodes = synthetic_episodes(100, 1000, S, A)
-    samplers = {name: SequenceSampler(episodes, args.context_len, args.batch_size, device=device, seed=i)
-                for i, name in enumerate(("dt", "dmamba"))}
+    samplers = {
+        name: SequenceSampler(episodes, args.context_len, args.batch_size, device=device, seed=i)
+        for i, name in enumerate(("dt", "dmamba"))
+    }
     fixed = samplers["dt"].sample()
     bare = BareCausalTransformer(S, A, args.embed_dim, args.n_layer, args.n_head, args.dropout).to(device)
     dt = make_ours("transformer", args, S, A, device)
@@ -148,9 +163,11 @@ def main() -> None:
         for name, step in cands.items():
             times[name].append(timed(step, args.steps, device))
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} batch={args.batch_size} "
-          f"K={args.context_len} embed={args.embed_dim} layers={args.n_layer} bf16={args.bf16} "
-          f"rounds={args.rounds}x{args.steps} steps")
+    print(
+        f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} batch={args.batch_size} "
+        f"K={args.context_len} embed={args.embed_dim} layers={args.n_layer} bf16={args.bf16} "
+        f"rounds={args.rounds}x{args.steps} steps"
+    )
     print(f"{'candidate':34s} {'params':>9s} {'ms/step':>9s} {'steps/s':>9s}")
     for name, t in med.items():
         n = sum(q.numel() for q in params[name].parameters())

@@ -15,9 +15,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Overrides that shrink a training run to seconds on the built-in Pendulum dataset.
 TINY = [
-    "model.context_len=5", "model.net.embed_dim=16", "model.net.backbone_kwargs.n_layer=1",
-    "trainer.batch_size=8", "trainer.warmup_steps=5", "trainer.log_every=5", "trainer.progress=false",
-    "eval.episodes=2", "eval.targets=[-150,-600]", "trainer.device=cpu", "trainer.num_threads=1",
+    "model.context_len=5",
+    "model.net.embed_dim=16",
+    "model.net.backbone_kwargs.n_layer=1",
+    "trainer.batch_size=8",
+    "trainer.warmup_steps=5",
+    "trainer.log_every=5",
+    "trainer.progress=false",
+    "eval.episodes=2",
+    "eval.targets=[-150,-600]",
+    "trainer.device=cpu",
+    "trainer.num_threads=1",
 ]
 
 
@@ -29,8 +37,13 @@ def cli_env(**extra: str) -> dict[str, str]:
 def cli(*args: str, timeout: float = 300, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `decision-seq ARGS...` (as `python -m decision_seq`); with check=True a non-zero exit fails the test
     with the command's output."""
-    proc = subprocess.run([sys.executable, "-m", "decision_seq", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env or cli_env())
+    proc = subprocess.run(
+        [sys.executable, "-m", "decision_seq", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or cli_env(),
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"decision-seq {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

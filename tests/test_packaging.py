@@ -63,28 +63,57 @@ def installed(tmp_path_factory) -> Path:
     site-packages through a .pth line (no download), after the venv's own site-packages."""
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"  # a copy, so setuptools' build/ and egg-info never land in the checkout
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "outputs", "multirun",
-                                                             "wandb", "__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp / "dist"), str(src)], check=True, capture_output=True, text=True, timeout=300)
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "outputs", "multirun", "wandb", "__pycache__"),
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp / "dist"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     wheel = next((tmp / "dist").glob("decision_seq-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "decision_seq/conf/train.yaml" in names and "decision_seq/conf/model/dt.yaml" in names
     env_dir = tmp / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"
-    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    site = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     Path(site, "outer-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)],
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return env_dir
 
 
 def _run(env_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    proc = subprocess.run(list(args), cwd=cwd, env={**env, "WANDB_MODE": "offline"}, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        list(args), cwd=cwd, env={**env, "WANDB_MODE": "offline"}, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -96,6 +125,7 @@ def test_non_editable_install_runs_help_and_composes_every_config(installed, tmp
     package = Path(out.split("package ", 1)[1].splitlines()[0])
     assert package.is_relative_to(installed), f"imported {package}, not the installed wheel"
     assert int(out.split("composed ", 1)[1]) >= 45
-    out = _run(installed, str(installed / "bin" / "decision-seq"), "train", "experiment=demo", "--cfg", "job",
-               cwd=tmp_path).stdout
+    out = _run(
+        installed, str(installed / "bin" / "decision-seq"), "train", "experiment=demo", "--cfg", "job", cwd=tmp_path
+    ).stdout
     assert "steps: 3000" in out and "embed_dim: 64" in out

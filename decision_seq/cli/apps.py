@@ -64,9 +64,13 @@ def record_failure(out_dir: Path, err: BaseException) -> None:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         record = {}
-    record.update(status="failed", error=f"{type(err).__name__}: {err}",
-                  traceback="".join(traceback.format_exception(err)),
-                  overrides=list(HydraConfig.get().overrides.task), output_dir=str(out_dir))
+    record.update(
+        status="failed",
+        error=f"{type(err).__name__}: {err}",
+        traceback="".join(traceback.format_exception(err)),
+        overrides=list(HydraConfig.get().overrides.task),
+        output_dir=str(out_dir),
+    )
     try:
         write_json_atomic(path, record)
     except OSError as write_err:  # a full disk must not hide the job's own error

@@ -57,20 +57,38 @@ exit codes: 0 success; 2 bad input (missing path, no readable results, protocol 
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="decision-seq leaderboard", description=DESCRIPTION, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="decision-seq leaderboard",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("paths", nargs="*", metavar="PATH", help="results.json files, run dirs or folders to search")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: <first PATH>/leaderboard if it is a folder, else ./leaderboard)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: <first PATH>/leaderboard if it is a folder, else ./leaderboard)",
+    )
     p.add_argument("--reps", type=int, default=stats.DEFAULT_REPS, help="bootstrap resamples (default %(default)s)")
     p.add_argument("--seed", type=int, default=stats.DEFAULT_SEED, help="bootstrap RNG seed (default %(default)s)")
     p.add_argument("--strict", action="store_true", help="error (exit 2) when runs of one row differ in protocol")
     p.add_argument("--no-plots", action="store_true", help="do not write scores.png and curves.png")
-    p.add_argument("--wandb-dir", action="append", default=[], metavar="DIR",
-                   help="also read W&B run dirs under DIR (uses the results.json beside our runs' wandb/ dirs, "
-                        "else files/wandb-summary.json + config.yaml); repeatable")
-    p.add_argument("--wandb-project", action="append", default=[], metavar="ENTITY/PROJECT",
-                   help="also read the runs of a W&B project through the API (needs network); repeatable")
+    p.add_argument(
+        "--wandb-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also read W&B run dirs under DIR (uses the results.json beside our runs' wandb/ dirs, "
+        "else files/wandb-summary.json + config.yaml); repeatable",
+    )
+    p.add_argument(
+        "--wandb-project",
+        action="append",
+        default=[],
+        metavar="ENTITY/PROJECT",
+        help="also read the runs of a W&B project through the API (needs network); repeatable",
+    )
     return p
 
 
@@ -88,12 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help (0) or a usage error (2): return the code, do not exit
         return int(exit_.code or EXIT_OK)
     if not args.paths and not args.wandb_dir and not args.wandb_project:
-        print("decision-seq leaderboard: error: give at least one PATH (or --wandb-dir / --wandb-project); "
-              "see --help", file=sys.stderr)
+        print(
+            "decision-seq leaderboard: error: give at least one PATH (or --wandb-dir / --wandb-project); see --help",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     try:
-        lb = build_leaderboard(args.paths, reps=args.reps, seed=args.seed, strict=args.strict,
-                               wandb_dirs=args.wandb_dir, wandb_projects=args.wandb_project)
+        lb = build_leaderboard(
+            args.paths,
+            reps=args.reps,
+            seed=args.seed,
+            strict=args.strict,
+            wandb_dirs=args.wandb_dir,
+            wandb_projects=args.wandb_project,
+        )
     except LeaderboardError as err:
         print(f"decision-seq leaderboard: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -3,6 +3,7 @@ sweeps, --help for config groups and keys) and the argparse tools (datasets, lea
 
 from __future__ import annotations
 
+import os
 import sys
 
 from omegaconf import OmegaConf
@@ -77,7 +78,11 @@ def main(argv: list[str] | None = None) -> None:
     from decision_seq.cli.apps import eval_app, train_app
 
     sys.argv = [f"decision-seq-{cmd}", *rest]  # Hydra parses sys.argv
-    {"train": train_app, "eval": eval_app}[cmd]()
+    try:
+        {"train": train_app, "eval": eval_app}[cmd]()
+    except BrokenPipeError:  # `decision-seq train --help | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,13 @@ def _first_line(err: BaseException) -> str:
     if err.__cause__ is not None and str(err.__cause__) not in text:  # "Error merging override x": why is here
         text += "\n" + str(err.__cause__)
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    keep = [ln for ln in lines if not ln.startswith(("Set the environment variable", "Config search path",
-                                                    "provider=", "reference_type=", "object_type="))]
+    keep = [
+        ln
+        for ln in lines
+        if not ln.startswith(
+            ("Set the environment variable", "Config search path", "provider=", "reference_type=", "object_type=")
+        )
+    ]
     text = " ".join(keep[:4]) if keep else type(err).__name__
     return text.replace("\t", " ")
 

@@ -97,9 +97,7 @@ class SequenceSampler:
         """One batch of windows; see the class docstring for the shapes."""
         K = self.context_len
         # Uniform global start index == length-weighted episode + uniform start inside it.
-        start = torch.randint(
-            self.num_steps, (self.batch_size,), generator=self._generator, device=self.device
-        )  # (B,)
+        start = torch.randint(self.num_steps, (self.batch_size,), generator=self._generator, device=self.device)  # (B,)
         length = torch.clamp(self._episode_end[start] - start, max=K)  # (B,) real steps in the window
         pad = K - length  # (B,) left padding
         mask = self._offsets[None, :] >= pad[:, None]  # (B, K)

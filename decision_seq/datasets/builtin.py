@@ -192,10 +192,15 @@ def build_pendulum_mixed(
         return np.clip(action + rng.normal(0.0, action_noise, size=1), low, high).astype(np.float32)  # (1,)
 
     return _build_mixed_quality(
-        dataset_id, PENDULUM_ENV_ID, expert=pendulum_expert_action,
+        dataset_id,
+        PENDULUM_ENV_ID,
+        expert=pendulum_expert_action,
         random_action=lambda rng: rng.uniform(low, high, size=1).astype(np.float32),
-        finish_action=finish, num_episodes=num_episodes, seed=seed,
-        num_reference_episodes=num_reference_episodes, progress=progress,
+        finish_action=finish,
+        num_episodes=num_episodes,
+        seed=seed,
+        num_reference_episodes=num_reference_episodes,
+        progress=progress,
         algorithm_name="mixed: per-episode skill p~U(0,1) blends swing-up/LQR expert with uniform random actions",
         describe=lambda ref_min, ref_max: (
             f"{PENDULUM_ENV_ID}, {num_episodes} episodes (seed {seed}). Each episode draws a skill p ~ U(0, 1); each "
@@ -222,9 +227,15 @@ def build_cartpole_mixed(
     500-step truncation, so both flags occur. Reference scores: random policy and heuristic.
     """
     return _build_mixed_quality(
-        dataset_id, CARTPOLE_ENV_ID, expert=cartpole_expert_action,
-        random_action=lambda rng: int(rng.integers(2)), finish_action=lambda action, rng: action,
-        num_episodes=num_episodes, seed=seed, num_reference_episodes=num_reference_episodes, progress=progress,
+        dataset_id,
+        CARTPOLE_ENV_ID,
+        expert=cartpole_expert_action,
+        random_action=lambda rng: int(rng.integers(2)),
+        finish_action=lambda action, rng: action,
+        num_episodes=num_episodes,
+        seed=seed,
+        num_reference_episodes=num_reference_episodes,
+        progress=progress,
         algorithm_name="mixed: per-episode skill p~U(0,1) blends a linear-feedback heuristic with random actions",
         describe=lambda ref_min, ref_max: (
             f"{CARTPOLE_ENV_ID}, {num_episodes} episodes (seed {seed}); per-episode skill p ~ U(0, 1) mixes a "

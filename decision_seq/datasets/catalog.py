@@ -59,27 +59,46 @@ def catalog() -> list[CatalogEntry]:
     """Built-ins, remote Minari MuJoCo sets, `datasets build` targets and `datasets import-d4rl` targets."""
     cmd = DATASETS_COMMAND
     entries = [
-        CatalogEntry(i, BUILTIN_KIND, BUILTIN_ENV_IDS.get(i, "?"), ref_note="measured at build",
-                     how=f"built on first use by `decision-seq train`, or `{cmd} download {{id}}`")
+        CatalogEntry(
+            i,
+            BUILTIN_KIND,
+            BUILTIN_ENV_IDS.get(i, "?"),
+            ref_note="measured at build",
+            how=f"built on first use by `decision-seq train`, or `{cmd} download {{id}}`",
+        )
         for i in BUILTIN
     ]
     for env, spec in D4RL_ENVS.items():
         entries += [
-            CatalogEntry(remote_mujoco_id(env, level), REMOTE_KIND, spec.eval_env_id, ref_note="see remote metadata",
-                         how=f"`{cmd} download {{id}}` (network)")
+            CatalogEntry(
+                remote_mujoco_id(env, level),
+                REMOTE_KIND,
+                spec.eval_env_id,
+                ref_note="see remote metadata",
+                how=f"`{cmd} download {{id}}` (network)",
+            )
             for level in REMOTE_MUJOCO_LEVELS
         ]
     for env, spec in D4RL_ENVS.items():
         entries += [
-            CatalogEntry(rebuild_id(env, level), BUILD_KIND, spec.eval_env_id, ref_note="set by the build",
-                         how=f"`{cmd} build` (see `{cmd} build --help`)")
+            CatalogEntry(
+                rebuild_id(env, level),
+                BUILD_KIND,
+                spec.eval_env_id,
+                ref_note="set by the build",
+                how=f"`{cmd} build` (see `{cmd} build --help`)",
+            )
             for level in LEVELS
         ]
     for env, spec in D4RL_ENVS.items():
         entries += [
-            CatalogEntry(d4rl_id(env, level), D4RL_IMPORT_KIND, spec.eval_env_id,
-                         ref_scores=(spec.ref_min_score, spec.ref_max_score),
-                         how=f"`{cmd} import-d4rl {d4rl_file_name(env, level)}`")
+            CatalogEntry(
+                d4rl_id(env, level),
+                D4RL_IMPORT_KIND,
+                spec.eval_env_id,
+                ref_scores=(spec.ref_min_score, spec.ref_max_score),
+                how=f"`{cmd} import-d4rl {d4rl_file_name(env, level)}`",
+            )
             for level in LEVELS
         ]
     return entries
@@ -170,18 +189,20 @@ def dataset_info(dataset_id: str) -> dict:
         raise corrupt_dataset_error(dataset_id, err) from err
     path = get_dataset_path(dataset_id)
     info = episodes.summary()
-    info.update({
-        "episode_length_min": int(episodes.episode_lengths.min()),
-        "episode_length_mean": float(episodes.episode_lengths.mean()),
-        "observation_space": str(dataset.observation_space),
-        "action_space": str(dataset.action_space),
-        "eval_env": eval_env_id(metadata),
-        "algorithm": metadata.get("algorithm_name"),
-        "author": _plain(metadata.get("author")),
-        "description": metadata.get("description"),
-        "minari_version": metadata.get("minari_version"),
-        "path": str(path),
-        "size_bytes": _disk_size(path),
-        "hydra_dataset": hydra_dataset_names().get(dataset_id, []),
-    })
+    info.update(
+        {
+            "episode_length_min": int(episodes.episode_lengths.min()),
+            "episode_length_mean": float(episodes.episode_lengths.mean()),
+            "observation_space": str(dataset.observation_space),
+            "action_space": str(dataset.action_space),
+            "eval_env": eval_env_id(metadata),
+            "algorithm": metadata.get("algorithm_name"),
+            "author": _plain(metadata.get("author")),
+            "description": metadata.get("description"),
+            "minari_version": metadata.get("minari_version"),
+            "path": str(path),
+            "size_bytes": _disk_size(path),
+            "hydra_dataset": hydra_dataset_names().get(dataset_id, []),
+        }
+    )
     return info

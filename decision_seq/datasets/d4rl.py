@@ -43,21 +43,18 @@ class D4RLEnv:
     collection_env_id: str  # the mujoco-py env D4RL's data came from
     ref_min_score: float  # D4RL's random-policy return
     ref_max_score: float  # D4RL's expert return
-    dt_targets: tuple[float, float]  # Decision Transformer paper's evaluation targets
 
 
 # D4RL reference returns (random / expert) and the DT paper's targets. The names are naming.D4RL_ENV_NAMES
 # (which the dataset-id patterns use); tests/datasets/test_d4rl.py checks that the two agree.
 D4RL_ENVS: dict[str, D4RLEnv] = {
-    "hopper": D4RLEnv("hopper", "Hopper-v5", "Hopper-v3", -20.272305, 3234.3, (3600.0, 1800.0)),
-    "halfcheetah": D4RLEnv("halfcheetah", "HalfCheetah-v5", "HalfCheetah-v3", -280.178953, 12135.0, (12000.0, 6000.0)),
-    "walker2d": D4RLEnv("walker2d", "Walker2d-v5", "Walker2d-v3", 1.629008, 4592.3, (5000.0, 2500.0)),
+    "hopper": D4RLEnv("hopper", "Hopper-v5", "Hopper-v3", -20.272305, 3234.3),
+    "halfcheetah": D4RLEnv("halfcheetah", "HalfCheetah-v5", "HalfCheetah-v3", -280.178953, 12135.0),
+    "walker2d": D4RLEnv("walker2d", "Walker2d-v5", "Walker2d-v3", 1.629008, 4592.3),
 }
 
 # hopper_medium_replay-v2, hopper-medium-replay-v2, halfcheetah_medium_expert (version optional)
-_NAME_RE = re.compile(
-    r"^(?P<env>[a-z0-9]+)[-_](?P<level>[a-z]+(?:[-_][a-z]+)?)(?:[-_]v(?P<version>\d+))?$"
-)
+_NAME_RE = re.compile(r"^(?P<env>[a-z0-9]+)[-_](?P<level>[a-z]+(?:[-_][a-z]+)?)(?:[-_]v(?P<version>\d+))?$")
 
 
 def _valid_names() -> str:
@@ -153,8 +150,14 @@ def _resolve_id(path: Path, env: str | None, level: str | None, dataset_id: str 
     return env, level, dataset_id
 
 
-def plan_import(path: str | Path, *, env: str | None = None, level: str | None = None,
-                dataset_id: str | None = None, overwrite: bool = False) -> tuple[str, str, str]:
+def plan_import(
+    path: str | Path,
+    *,
+    env: str | None = None,
+    level: str | None = None,
+    dataset_id: str | None = None,
+    overwrite: bool = False,
+) -> tuple[str, str, str]:
     """Resolve (env, level, dataset_id) for a file and refuse an existing id unless `overwrite`.
 
     Cheap (reads nothing but the name), so a multi-file import can check every file first.
@@ -200,13 +203,23 @@ def import_d4rl(
         obs_dim, act_dim = data.observations.shape[1], data.actions.shape[1]
         action_space = _check_dims(path, spec, obs_dim, act_dim)
         if data.timeouts is None:
-            log.warning("%s has no timeouts: episodes end only at terminals, so episodes cut by the time limit "
-                        "are merged with the next one", path)
+            log.warning(
+                "%s has no timeouts: episodes end only at terminals, so episodes cut by the time limit "
+                "are merged with the next one",
+                path,
+            )
         episodes, stats = split_episodes(data)
-        log.info("%s: %d episodes (%d terminated, %d time limits, %d partial)%s", path, len(episodes),
-                 stats["terminated"], stats["timeouts"], stats["partial"],
-                 f"; {stats['dropped_transitions']} final transitions dropped (no next_observations)"
-                 if stats["dropped_transitions"] else "")
+        log.info(
+            "%s: %d episodes (%d terminated, %d time limits, %d partial)%s",
+            path,
+            len(episodes),
+            stats["terminated"],
+            stats["timeouts"],
+            stats["partial"],
+            f"; {stats['dropped_transitions']} final transitions dropped (no next_observations)"
+            if stats["dropped_transitions"]
+            else "",
+        )
         source = "D4RL's HDF5 file"
         extra = "".join(f" {k}: {v}." for k, v in data.metadata.items())
     if not episodes:
@@ -219,7 +232,9 @@ def import_d4rl(
     log.warning(
         "D4RL data was collected on the mujoco-py %s env; %s is evaluated on Gymnasium's %s, whose dynamics and "
         "observations are nearly but not exactly the same, so scores are not strictly comparable with D4RL's",
-        spec.collection_env_id, dataset_id, spec.eval_env_id,
+        spec.collection_env_id,
+        dataset_id,
+        spec.eval_env_id,
     )
     description = (
         f"D4RL {env}-{level} imported from {path.name} ({source}); {len(episodes)} episodes. Episodes end at "
@@ -250,6 +265,5 @@ def import_d4rl(
             code_permalink=_CODE_PERMALINK,
             description=description,
         )
-    log.info("imported %s as %s (%d episodes, %d steps)", path, dataset_id, dataset.total_episodes,
-             dataset.total_steps)
+    log.info("imported %s as %s (%d episodes, %d steps)", path, dataset_id, dataset.total_episodes, dataset.total_steps)
     return dataset

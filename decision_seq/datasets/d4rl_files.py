@@ -66,8 +66,10 @@ def _check_lengths(path: Path, arrays: Mapping[str, np.ndarray | None]) -> int:
             raise ValueError(f"{path}: {key} has shape {arrays[key].shape}, expected (N, dim)")
     nxt = arrays.get("next_observations")
     if nxt is not None and nxt.shape != arrays["observations"].shape:
-        raise ValueError(f"{path}: next_observations has shape {nxt.shape} but observations "
-                         f"{arrays['observations'].shape}; they must match")
+        raise ValueError(
+            f"{path}: next_observations has shape {nxt.shape} but observations "
+            f"{arrays['observations'].shape}; they must match"
+        )
     for key in ("rewards", "terminals", "timeouts"):
         a = arrays.get(key)
         if a is not None and not (a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1)):
@@ -103,8 +105,9 @@ def read_d4rl_hdf5(path: str | Path) -> D4RLArrays:
             def read(key: str) -> np.ndarray | None:
                 return f[key][()] if isinstance(f.get(key), h5py.Dataset) else None
 
-            arrays = {k: read(k) for k in ("observations", "actions", "rewards", "terminals", "timeouts",
-                                           "next_observations")}
+            arrays = {
+                k: read(k) for k in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")
+            }
             # Only small scalar metadata (algorithm name, iteration, ...): D4RL also stores policy weights there.
             metadata = {f"attrs/{k}": _as_text(v) for k, v in f.attrs.items()}
             if isinstance(f.get("metadata"), h5py.Group):
@@ -240,8 +243,9 @@ def split_episodes(data: D4RLArrays) -> tuple[list[EpisodeBuffer], dict[str, int
     for s, e in zip(starts, ends, strict=True):
         terminal = bool(data.terminals[e])
         final = None if data.next_observations is None else data.next_observations[e]
-        ep = episode_from_steps(data.observations[s:e + 1], data.actions[s:e + 1], data.rewards[s:e + 1],
-                                terminal, final)
+        ep = episode_from_steps(
+            data.observations[s : e + 1], data.actions[s : e + 1], data.rewards[s : e + 1], terminal, final
+        )
         stats["terminated" if terminal else "timeouts" if timeouts[e] else "partial"] += 1
         if final is None and not terminal:
             stats["dropped_transitions"] += 1
@@ -262,8 +266,9 @@ def episodes_from_trajectories(trajectories: Iterable[Mapping[str, np.ndarray]])
     for traj in trajectories:
         terminals = np.asarray(traj["terminals"]).reshape(-1).astype(bool)
         final = traj["next_observations"][-1] if "next_observations" in traj else None
-        ep = episode_from_steps(traj["observations"], traj["actions"], np.asarray(traj["rewards"]).reshape(-1),
-                                bool(terminals[-1]), final)
+        ep = episode_from_steps(
+            traj["observations"], traj["actions"], np.asarray(traj["rewards"]).reshape(-1), bool(terminals[-1]), final
+        )
         if ep is not None:
             # Keep any earlier flags as recorded (the DT script cuts trajectories at them, so normally none).
             ep.terminations[:-1] |= terminals[: len(ep.rewards) - 1]

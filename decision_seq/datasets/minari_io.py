@@ -63,8 +63,13 @@ def _ensure_namespaces(dataset_id: str) -> None:
                 create_namespace(ns, description="Datasets built locally by decision-seq")
 
 
-def create_dataset_atomically(dataset_id: str, buffers: Iterable[EpisodeBuffer], overwrite: bool = False,
-                              extra_metadata: dict | None = None, **create_kwargs) -> minari.MinariDataset:
+def create_dataset_atomically(
+    dataset_id: str,
+    buffers: Iterable[EpisodeBuffer],
+    overwrite: bool = False,
+    extra_metadata: dict | None = None,
+    **create_kwargs,
+) -> minari.MinariDataset:
     """`minari.create_dataset_from_buffers`, written to a temp dir and renamed into place when complete.
 
     The temp dir is a hidden directory inside the Minari root (same filesystem, so the rename is
@@ -108,8 +113,18 @@ class RemoteUnavailableError(RuntimeError):
 
 
 # Exceptions of these packages mean the remote did not answer (Minari's HF/GCP clients and their stacks).
-_NETWORK_MODULES = {"requests", "urllib3", "httpx", "httpcore", "huggingface_hub", "google", "socket", "ssl",
-                    "aiohttp", "fsspec"}
+_NETWORK_MODULES = {
+    "requests",
+    "urllib3",
+    "httpx",
+    "httpcore",
+    "huggingface_hub",
+    "google",
+    "socket",
+    "ssl",
+    "aiohttp",
+    "fsspec",
+}
 
 
 def _is_network_error(err: BaseException | None) -> bool:
@@ -138,7 +153,8 @@ def remote_call(fn: Callable[..., _T], *args, **kwargs) -> _T:
     except Exception as err:
         if _is_network_error(err):
             raise RemoteUnavailableError(
-                f"could not reach the Minari remote (offline?): {type(err).__name__}: {err}") from err
+                f"could not reach the Minari remote (offline?): {type(err).__name__}: {err}"
+            ) from err
         raise
     finally:
         logging.disable(previous)

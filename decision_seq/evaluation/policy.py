@@ -49,8 +49,16 @@ class SequencePolicy:
     `max_steps` bounds the episode length.
     """
 
-    def __init__(self, model, *, batch_size: int, context_len: int, max_steps: int, mode: str = "window",
-                 device: torch.device | str | None = None):
+    def __init__(
+        self,
+        model,
+        *,
+        batch_size: int,
+        context_len: int,
+        max_steps: int,
+        mode: str = "window",
+        device: torch.device | str | None = None,
+    ):
         check_mode(mode)
         self.backbone = model.backbone  # a models.backbones.Backbone
         if mode == "recurrent" and not self.backbone.constant_time_step:

@@ -58,8 +58,18 @@ def rollout(
             part = jobs[lo : lo + chunk]
             seeds = [seed + i for _, i in part]
             returns, lengths = _run_chunk(
-                model, env_fn, [t for t, _ in part], seeds, context_len, obs_mean, obs_std, rtg_scale,
-                max_episode_steps, torch.device(device), bar, mode,
+                model,
+                env_fn,
+                [t for t, _ in part],
+                seeds,
+                context_len,
+                obs_mean,
+                obs_std,
+                rtg_scale,
+                max_episode_steps,
+                torch.device(device),
+                bar,
+                mode,
             )
             for (target, _), s, r, n in zip(part, seeds, returns, lengths, strict=True):
                 out[target]["returns"].append(float(r))

@@ -17,12 +17,20 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from decision_seq.cli.console import fmt_num
-from decision_seq.data.episodes import EpisodeSet, episodes_from_minari, load_minari_dataset
+from decision_seq.data.episodes import EpisodeSet, load_episodes
 from decision_seq.data.sampler import SequenceSampler
-from decision_seq.evaluation.rollout import rollout
-from decision_seq.experiment.resources import job_resources
-from decision_seq.experiment.results import RESULTS_FILE, eval_record, eval_score, git_commit, summarize, versions, write_json_atomic
+from decision_seq.experiment.evaluate import check_targets, default_targets, evaluate_model
 from decision_seq.experiment.report import print_results_table
+from decision_seq.experiment.resources import job_resources
+from decision_seq.experiment.results import (
+    RESULTS_FILE,
+    eval_score,
+    git_commit,
+    summarize,
+    versions,
+    write_json_atomic,
+)
+from decision_seq.experiment.resume import check_compatible, load_resume_checkpoint, resume_path
 from decision_seq.experiment.tracking import make_logger
 from decision_seq.experiment.validation import validate_eval_config, validate_train_config
 from decision_seq.training.checkpoint import CheckpointError, load_checkpoint, remove_stale_temp_files
@@ -37,47 +45,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def default_targets(episodes: EpisodeSet) -> list[float]:
-    """Targets when the config names none: the dataset's best episode return, and halfway between
-    the mean and the best (works for negative returns too)."""
-    r = episodes.episode_returns
-    return [float(r.max()), float((r.max() + r.mean()) / 2)]
-
-
-def check_targets(targets: list[float], episodes: EpisodeSet) -> list[str]:
-    """Warnings for return targets the dataset cannot support: below its worst episode return, or above
-    its best by more than max(|best|, best - worst) (2x the best return for positive-return datasets)."""
-    r = episodes.episode_returns
-    lo, hi = float(r.min()), float(r.max())
-    ceiling = hi + max(abs(hi), hi - lo)
-    out = []
-    for t in targets:
-        if t < lo or t > ceiling:
-            out.append(f"eval target {t:g} is outside what dataset {episodes.dataset_id!r} supports (episode returns "
-                       f"{lo:.4g} to {hi:.4g}; sensible targets lie in [{lo:.4g}, {ceiling:.4g}])")
-    return out
-
-
 def model_kwargs_for(net_cfg: dict, episodes: EpisodeSet, max_ep_len: int) -> dict:
     """Constructor arguments of TrajectoryModel: the config's plus sizes read from the dataset."""
     kwargs = {k: v for k, v in net_cfg.items() if k != "_target_"}
-    kwargs.update(state_dim=episodes.state_dim, action_dim=episodes.action_dim, discrete=episodes.discrete,
-                  max_ep_len=max_ep_len)
+    kwargs.update(
+        state_dim=episodes.state_dim, action_dim=episodes.action_dim, discrete=episodes.discrete, max_ep_len=max_ep_len
+    )
     if not episodes.discrete:
-        kwargs.update(action_low=[float(x) for x in episodes.action_low],
-                      action_high=[float(x) for x in episodes.action_high])
+        kwargs.update(
+            action_low=[float(x) for x in episodes.action_low], action_high=[float(x) for x in episodes.action_high]
+        )
     return kwargs
-
-
-def evaluate_model(model, episodes: EpisodeSet, step: int, *, eval_cfg, targets, context_len: int, obs_mean,
-                   obs_std, rtg_scale: float, seed: int, device) -> dict:
-    """Roll out every (episode, target) pair in the dataset's eval env; one results.json evaluation record.
-    Episode i of every target resets with seed * 10_000 + i, in training and in `decision-seq eval` alike."""
-    per_target = rollout(model, episodes.make_eval_env, targets=targets, episodes=eval_cfg.episodes,
-                         context_len=context_len, obs_mean=obs_mean, obs_std=obs_std, rtg_scale=rtg_scale,
-                         seed=seed * 10_000, num_envs=eval_cfg.num_envs, device=device,
-                         progress=eval_cfg.progress, mode=eval_cfg.mode)
-    return eval_record(step, per_target, episodes.normalized_score if episodes.has_reference_scores else None)
 
 
 def _env_limit(episodes: EpisodeSet) -> int | None:
@@ -86,39 +64,6 @@ def _env_limit(episodes: EpisodeSet) -> int | None:
         return env.spec.max_episode_steps if env.spec is not None else None
     finally:
         env.close()
-
-
-def _resume_path(resume, out_dir: Path) -> Path | None:
-    """Which checkpoint to continue from: an explicit path, or this run dir's last.pt if present."""
-    own = out_dir / "checkpoints" / "last.pt"
-    if resume in (False, None, "false"):
-        return own if own.is_file() else None  # relaunching the same output dir continues it
-    if resume in (True, "true"):
-        if not own.is_file():
-            raise CheckpointError(f"trainer.resume=true but there is no checkpoint at {own}; relaunch with "
-                                  "hydra.run.dir=<the interrupted run's dir> or trainer.resume=<run dir or .pt>")
-        return own
-    p = Path(str(resume))
-    return p / "checkpoints" / "last.pt" if p.is_dir() else p
-
-
-def _load_resume_checkpoint(path: Path, device) -> tuple[Path, dict]:
-    """Load the checkpoint to resume from. A damaged last.pt (e.g. a disk filled while copying it) falls
-    back to the newest readable periodic step_*.pt beside it, with a warning; a file named explicitly
-    must load as is."""
-    try:
-        return path, load_checkpoint(path, map_location=device)
-    except CheckpointError as err:
-        if path.name != "last.pt":
-            raise
-        for candidate in sorted(path.parent.glob("step_*.pt"), reverse=True):  # zero-padded: newest first
-            try:
-                ckpt = load_checkpoint(candidate, map_location=device)
-            except CheckpointError:
-                continue
-            log.warning("%s; resuming from %s instead", err, candidate)
-            return candidate, ckpt
-        raise
 
 
 def run_training(cfg: DictConfig, out_dir: Path) -> dict:
@@ -135,62 +80,112 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
     seed_everything(cfg.seed)
 
     # Load data
-    dataset = load_minari_dataset(cfg.dataset.id, download=cfg.dataset.download)
-    episodes = episodes_from_minari(dataset)
+    episodes = load_episodes(cfg.dataset.id, download=cfg.dataset.download)
     data_summary = episodes.summary()
-    log.info("dataset %s: %d episodes, %d steps, mean return %s, mean normalized score %s",
-             cfg.dataset.id, episodes.num_episodes, episodes.num_steps, fmt_num(data_summary["return_mean"]),
-             fmt_num(data_summary.get("normalized_score_mean")))
+    log.info(
+        "dataset %s: %d episodes, %d steps, mean return %s, mean normalized score %s",
+        cfg.dataset.id,
+        episodes.num_episodes,
+        episodes.num_steps,
+        fmt_num(data_summary["return_mean"]),
+        fmt_num(data_summary.get("normalized_score_mean")),
+    )
     targets = list(cfg.eval.targets) if cfg.eval.targets is not None else default_targets(episodes)
     for warning in check_targets(targets, episodes):
         log.warning("%s", warning)
     max_ep_len = max(episodes.max_episode_length, _env_limit(episodes) or 0)
     K = int(cfg.model.context_len)
-    sampler = SequenceSampler(episodes, context_len=K, batch_size=cfg.trainer.batch_size,
-                              rtg_scale=cfg.dataset.rtg_scale, max_ep_len=max_ep_len, device=device, seed=cfg.seed)
+    sampler = SequenceSampler(
+        episodes,
+        context_len=K,
+        batch_size=cfg.trainer.batch_size,
+        rtg_scale=cfg.dataset.rtg_scale,
+        max_ep_len=max_ep_len,
+        device=device,
+        seed=cfg.seed,
+    )
 
     # Create model
     model_kwargs = model_kwargs_for(OmegaConf.to_container(cfg.model.net, resolve=True), episodes, max_ep_len)
     model_target = cfg.model.net._target_
     model = hydra.utils.get_class(model_target)(**model_kwargs).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("model %s (%s backbone): %.2fM parameters, device %s", cfg.model.name, model.backbone_name,
-             n_params / 1e6, device)
+    log.info(
+        "model %s (%s backbone): %.2fM parameters, device %s",
+        cfg.model.name,
+        model.backbone_name,
+        n_params / 1e6,
+        device,
+    )
 
     # Create logger
     config = OmegaConf.to_container(cfg, resolve=True)
     run_name = f"{cfg.model.name}_{cfg.dataset.name}_seed{cfg.seed}"
     logger_kwargs = {k: v for k, v in config["logger"].items() if k != "kind"}
     if cfg.logger.kind == "wandb":
-        logger_kwargs.update(config=config, out_dir=out_dir, name=run_name, tags=list(cfg.logger.tags or []) +
-                             [cfg.model.name, cfg.dataset.name])
+        logger_kwargs.update(
+            config=config,
+            out_dir=out_dir,
+            name=run_name,
+            tags=list(cfg.logger.tags or []) + [cfg.model.name, cfg.dataset.name],
+        )
     logger = make_logger(cfg.logger.kind, **logger_kwargs)
 
-    protocol = {"targets": targets, "episodes": int(cfg.eval.episodes), "mode": cfg.eval.mode,
-                "eval_every": int(cfg.eval.every), "steps": int(cfg.trainer.steps), "context_len": K,
-                "rtg_scale": float(cfg.dataset.rtg_scale), "dataset_id": cfg.dataset.id,
-                "final": "last evaluation (the DT paper's protocol)",
-                "best": "max over evaluations during training (the Decision Mamba paper's protocol)",
-                "score": "mean normalized score (0-100) of the best target"}
+    protocol = {
+        "targets": targets,
+        "episodes": int(cfg.eval.episodes),
+        "mode": cfg.eval.mode,
+        "eval_every": int(cfg.eval.every),
+        "steps": int(cfg.trainer.steps),
+        "context_len": K,
+        "rtg_scale": float(cfg.dataset.rtg_scale),
+        "dataset_id": cfg.dataset.id,
+        "final": "last evaluation (the DT paper's protocol)",
+        "best": "max over evaluations during training (the Decision Mamba paper's protocol)",
+        "score": "mean normalized score (0-100) of the best target",
+    }
     results = {
-        "status": "running", "config": config, "versions": versions(), "git_commit": git_commit(),
+        "status": "running",
+        "config": config,
+        "versions": versions(),
+        "git_commit": git_commit(),
         "dataset": {"id": cfg.dataset.id, "name": cfg.dataset.name, **data_summary},
-        "backbone": model.backbone_name, "model": cfg.model.name, "seed": int(cfg.seed),
-        "n_params": n_params, "device": str(device), "protocol": protocol, "output_dir": str(out_dir),
+        "backbone": model.backbone_name,
+        "model": cfg.model.name,
+        "seed": int(cfg.seed),
+        "n_params": n_params,
+        "device": str(device),
+        "protocol": protocol,
+        "output_dir": str(out_dir),
     }
 
     def evaluate(step: int) -> dict:
         t0 = time.perf_counter()
-        record = evaluate_model(model, episodes, step, eval_cfg=cfg.eval, targets=targets, context_len=K,
-                                obs_mean=episodes.obs_mean, obs_std=episodes.obs_std,
-                                rtg_scale=cfg.dataset.rtg_scale, seed=cfg.seed, device=device)
+        record = evaluate_model(
+            model,
+            episodes,
+            step,
+            eval_cfg=cfg.eval,
+            targets=targets,
+            context_len=K,
+            obs_mean=episodes.obs_mean,
+            obs_std=episodes.obs_std,
+            rtg_scale=cfg.dataset.rtg_scale,
+            seed=cfg.seed,
+            device=device,
+        )
         record["wall_sec"] = time.perf_counter() - t0
         record["metrics"]["perf/eval_sec"] = record["wall_sec"]
         best = eval_score(record["results"])
-        log.info("eval @ step %d: %s", step, ", ".join(
-            f"target {r['target']:g}: return {r['mean_return']:.1f}"
-            + (f" (normalized {r['mean_normalized']:.1f})" if r["mean_normalized"] is not None else "")
-            for r in record["results"]))
+        log.info(
+            "eval @ step %d: %s",
+            step,
+            ", ".join(
+                f"target {r['target']:g}: return {r['mean_return']:.1f}"
+                + (f" (normalized {r['mean_normalized']:.1f})" if r["mean_normalized"] is not None else "")
+                for r in record["results"]
+            ),
+        )
         record["metrics"]["eval/score"] = best
         # Partial results after every evaluation, so an interrupted run keeps what it finished.
         write_json_atomic(out_dir / RESULTS_FILE, {**results, "evaluations": trainer.evaluations + [record]})
@@ -199,25 +194,50 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
     # Create trainer
     tc = cfg.trainer
     trainer = Trainer(
-        model, sampler, steps=tc.steps, lr=tc.lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas),
-        warmup_steps=tc.warmup_steps, grad_clip=tc.grad_clip, device=device, bf16=tc.bf16, compile=tc.compile,
-        log_every=tc.log_every, eval_every=cfg.eval.every, checkpoint_every=tc.checkpoint_every,
-        checkpoint_dir=out_dir / "checkpoints", keep_checkpoints=tc.keep_checkpoints, logger=logger,
-        evaluate=evaluate, progress=tc.progress, skip_nonfinite=tc.skip_nonfinite, stop_signals=list(tc.stop_signals),
-        checkpoint_extra={"model_target": model_target, "model_kwargs": model_kwargs, "config": config, "backbone": model.backbone_name,
-                          "normalization": {"obs_mean": torch.as_tensor(episodes.obs_mean),
-                                            "obs_std": torch.as_tensor(episodes.obs_std),
-                                            "rtg_scale": float(cfg.dataset.rtg_scale)},
-                          "dataset_id": cfg.dataset.id, "targets": targets, "context_len": K},
+        model,
+        sampler,
+        steps=tc.steps,
+        lr=tc.lr,
+        weight_decay=tc.weight_decay,
+        betas=tuple(tc.betas),
+        warmup_steps=tc.warmup_steps,
+        grad_clip=tc.grad_clip,
+        device=device,
+        bf16=tc.bf16,
+        compile=tc.compile,
+        log_every=tc.log_every,
+        eval_every=cfg.eval.every,
+        checkpoint_every=tc.checkpoint_every,
+        checkpoint_dir=out_dir / "checkpoints",
+        keep_checkpoints=tc.keep_checkpoints,
+        logger=logger,
+        evaluate=evaluate,
+        progress=tc.progress,
+        skip_nonfinite=tc.skip_nonfinite,
+        stop_signals=list(tc.stop_signals),
+        checkpoint_extra={
+            "model_target": model_target,
+            "model_kwargs": model_kwargs,
+            "config": config,
+            "backbone": model.backbone_name,
+            "normalization": {
+                "obs_mean": torch.as_tensor(episodes.obs_mean),
+                "obs_std": torch.as_tensor(episodes.obs_std),
+                "rtg_scale": float(cfg.dataset.rtg_scale),
+            },
+            "dataset_id": cfg.dataset.id,
+            "targets": targets,
+            "context_len": K,
+        },
     )
 
     try:
         # Resume
         for stale in remove_stale_temp_files(out_dir / "checkpoints"):
             log.warning("removed %s, left by a process killed while writing a checkpoint", stale)
-        ckpt_path = _resume_path(tc.resume, out_dir)
+        ckpt_path = resume_path(tc.resume, out_dir)
         if ckpt_path is not None:
-            ckpt_path, ckpt = _load_resume_checkpoint(ckpt_path, device)
+            ckpt_path, ckpt = load_resume_checkpoint(ckpt_path, device)
             check_compatible(ckpt, model_kwargs, str(ckpt_path))
             trainer.load_state_dict(ckpt)
             log.info("resumed from %s at step %d of %d", ckpt_path, trainer.step, tc.steps)
@@ -228,10 +248,16 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
         except (TrainingPreempted, NonFiniteError) as err:
             # Keep what finished: status, evaluations so far, and the checkpoint a relaunch resumes from.
             preempted = isinstance(err, TrainingPreempted)
-            results.update(status="preempted" if preempted else "failed", error=str(err), steps=trainer.step,
-                           wall_time_sec=time.time() - t_start, train_time_sec=trainer.train_time,
-                           nonfinite_skips=trainer.nonfinite_skips, evaluations=trainer.evaluations,
-                           checkpoint=str(out_dir / "checkpoints" / "last.pt"))
+            results.update(
+                status="preempted" if preempted else "failed",
+                error=str(err),
+                steps=trainer.step,
+                wall_time_sec=time.time() - t_start,
+                train_time_sec=trainer.train_time,
+                nonfinite_skips=trainer.nonfinite_skips,
+                evaluations=trainer.evaluations,
+                checkpoint=str(out_dir / "checkpoints" / "last.pt"),
+            )
             if preempted:
                 results["signal"] = err.signal_name
             write_json_atomic(out_dir / RESULTS_FILE, results)
@@ -241,28 +267,32 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
         final, best = summarize(evaluations)
         wall = time.time() - t_start
         results.update(
-            status="completed", steps=trainer.step, wall_time_sec=wall, train_time_sec=trainer.train_time,
-            throughput={"steps_per_sec": trainer.step / max(trainer.train_time, 1e-9) if trainer.train_time else None,
-                        "sample_fraction": trainer.sample_time / max(trainer.train_time, 1e-9)},
-            evaluations=evaluations, final=final, best=best, nonfinite_skips=trainer.nonfinite_skips,
+            status="completed",
+            steps=trainer.step,
+            wall_time_sec=wall,
+            train_time_sec=trainer.train_time,
+            throughput={
+                "steps_per_sec": trainer.step / max(trainer.train_time, 1e-9) if trainer.train_time else None,
+                "sample_fraction": trainer.sample_time / max(trainer.train_time, 1e-9),
+            },
+            evaluations=evaluations,
+            final=final,
+            best=best,
+            nonfinite_skips=trainer.nonfinite_skips,
             checkpoint=str(out_dir / "checkpoints" / "last.pt"),
         )
         write_json_atomic(out_dir / RESULTS_FILE, results)
-        logger.summary({"final/score": final["score"], "best/score": best["score"],
-                        "dataset/mean_normalized_score": data_summary.get("normalized_score_mean")})
+        logger.summary(
+            {
+                "final/score": final["score"],
+                "best/score": best["score"],
+                "dataset/mean_normalized_score": data_summary.get("normalized_score_mean"),
+            }
+        )
     finally:
         logger.finish()
     print_results_table([results])
     return results
-
-
-def check_compatible(ckpt: dict, model_kwargs: dict, where: str) -> None:
-    """A checkpoint must match the model being built (backbone, sizes); say which field differs."""
-    saved = ckpt.get("model_kwargs", {})
-    for key in ("backbone", "state_dim", "action_dim", "discrete", "embed_dim", "backbone_kwargs"):
-        if saved.get(key) != model_kwargs.get(key):
-            raise CheckpointError(f"checkpoint {where} has {key}={saved.get(key)!r} but this run's model has "
-                                  f"{key}={model_kwargs.get(key)!r}; use a checkpoint of the same model and dataset")
 
 
 def run_eval(cfg: DictConfig, out_dir: Path) -> dict:
@@ -276,32 +306,53 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict:
     device = resolve_device(cfg.device)
     ckpt = load_checkpoint(path, map_location=device)
     train_cfg = ckpt["config"]
-    dataset = load_minari_dataset(ckpt["dataset_id"], download=cfg.dataset.download)
-    episodes = episodes_from_minari(dataset)
+    episodes = load_episodes(ckpt["dataset_id"], download=cfg.dataset.download)
     kwargs = ckpt["model_kwargs"]
-    if (episodes.state_dim, episodes.action_dim, episodes.discrete) != (kwargs["state_dim"], kwargs["action_dim"], kwargs["discrete"]):
-        raise CheckpointError(f"checkpoint {path} was trained for state_dim={kwargs['state_dim']}, "
-                              f"action_dim={kwargs['action_dim']} but dataset {ckpt['dataset_id']} now has "
-                              f"state_dim={episodes.state_dim}, action_dim={episodes.action_dim}")
+    if (episodes.state_dim, episodes.action_dim, episodes.discrete) != (
+        kwargs["state_dim"],
+        kwargs["action_dim"],
+        kwargs["discrete"],
+    ):
+        raise CheckpointError(
+            f"checkpoint {path} was trained for state_dim={kwargs['state_dim']}, "
+            f"action_dim={kwargs['action_dim']} but dataset {ckpt['dataset_id']} now has "
+            f"state_dim={episodes.state_dim}, action_dim={episodes.action_dim}"
+        )
     model = hydra.utils.get_class(ckpt["model_target"])(**kwargs).to(device)
     model.load_state_dict(ckpt["model"])
     model.eval()
     norm = ckpt["normalization"]
     targets = list(cfg.eval.targets) if cfg.eval.targets is not None else list(ckpt["targets"])
     seed_everything(cfg.seed)
-    record = evaluate_model(model, episodes, int(ckpt["step"]), eval_cfg=cfg.eval, targets=targets,
-                            context_len=int(ckpt["context_len"]), obs_mean=norm["obs_mean"].cpu().numpy(),
-                            obs_std=norm["obs_std"].cpu().numpy(), rtg_scale=norm["rtg_scale"], seed=cfg.seed,
-                            device=device)
+    record = evaluate_model(
+        model,
+        episodes,
+        int(ckpt["step"]),
+        eval_cfg=cfg.eval,
+        targets=targets,
+        context_len=int(ckpt["context_len"]),
+        obs_mean=norm["obs_mean"].cpu().numpy(),
+        obs_std=norm["obs_std"].cpu().numpy(),
+        rtg_scale=norm["rtg_scale"],
+        seed=cfg.seed,
+        device=device,
+    )
     final, _ = summarize([record])
     results = {
-        "status": "completed", "checkpoint": str(path), "config": OmegaConf.to_container(cfg, resolve=True),
-        "train_config": train_cfg, "versions": versions(), "git_commit": git_commit(),
+        "status": "completed",
+        "checkpoint": str(path),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "train_config": train_cfg,
+        "versions": versions(),
+        "git_commit": git_commit(),
         "dataset": {"id": ckpt["dataset_id"], "name": train_cfg["dataset"]["name"], **episodes.summary()},
         "backbone": ckpt.get("backbone"),
-        "model": train_cfg["model"]["name"], "seed": int(cfg.seed), "steps": int(ckpt["step"]),
+        "model": train_cfg["model"]["name"],
+        "seed": int(cfg.seed),
+        "steps": int(ckpt["step"]),
         "protocol": {"targets": targets, "episodes": int(cfg.eval.episodes), "mode": cfg.eval.mode},
-        "evaluations": [record], "final": final,
+        "evaluations": [record],
+        "final": final,
     }
     write_json_atomic(out_dir / "eval_results.json", results)
     print_results_table([results])

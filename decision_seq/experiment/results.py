@@ -66,14 +66,19 @@ def summarize(evaluations: list[dict]) -> tuple[dict, dict]:
     if not evaluations:
         return {}, {}
     last = evaluations[-1]
-    final_rows = [{k: r[k] for k in ("target", "mean_return", "std_return", "mean_normalized", "std_normalized")}
-                  | {"step": last["step"]} for r in last["results"]]
+    final_rows = [
+        {k: r[k] for k in ("target", "mean_return", "std_return", "mean_normalized", "std_normalized")}
+        | {"step": last["step"]}
+        for r in last["results"]
+    ]
     best_rows = []
-    for i, r in enumerate(last["results"]):
+    for i in range(len(last["results"])):
         cand = [(e["step"], e["results"][i]) for e in evaluations]
         step, row = max(cand, key=lambda c: row_score(c[1]))
-        best_rows.append({k: row[k] for k in ("target", "mean_return", "std_return", "mean_normalized", "std_normalized")}
-                         | {"step": step})
+        best_rows.append(
+            {k: row[k] for k in ("target", "mean_return", "std_return", "mean_normalized", "std_normalized")}
+            | {"step": step}
+        )
 
     def headline(rows):
         top = max(rows, key=row_score)
@@ -84,8 +89,9 @@ def summarize(evaluations: list[dict]) -> tuple[dict, dict]:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -98,9 +104,16 @@ def versions() -> dict:
 
     import decision_seq
 
-    v = {"decision_seq": decision_seq.__version__, "python": platform.python_version(), "torch": torch.__version__,
-         "numpy": np.__version__, "gymnasium": gymnasium.__version__, "minari": minari.__version__,
-         "cuda": torch.version.cuda, "platform": platform.platform()}
+    v = {
+        "decision_seq": decision_seq.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "gymnasium": gymnasium.__version__,
+        "minari": minari.__version__,
+        "cuda": torch.version.cuda,
+        "platform": platform.platform(),
+    }
     try:
         import importlib.metadata as md
 

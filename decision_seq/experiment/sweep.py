@@ -18,7 +18,6 @@ from decision_seq.experiment.results import RESULTS_FILE
 log = logging.getLogger(__name__)
 
 
-
 def collect_results(sweep_dir: Path) -> tuple[list[dict], list[tuple[Path, str]]]:
     """Completed results.json of every job dir under `sweep_dir`, and (job dir, reason) for the others."""
     done, failed = [], []
@@ -49,8 +48,13 @@ class SweepSummary(Callback):
         for job, reason in failed:
             log.error("job %s did not complete: %s", job.name, reason)
         if failed:
-            log.error("%d of %d jobs did not complete: %s (their logs and results.json are in %s); the completed "
-                      "jobs' results are kept", len(failed), len(done) + len(failed),
-                      ", ".join(job.name for job, _ in failed), sweep_dir)
+            log.error(
+                "%d of %d jobs did not complete: %s (their logs and results.json are in %s); the completed "
+                "jobs' results are kept",
+                len(failed),
+                len(done) + len(failed),
+                ", ".join(job.name for job, _ in failed),
+                sweep_dir,
+            )
             # Hydra turns a callback's exception into a warning; the exit status must say the sweep failed.
             sys.exit(EXIT_SWEEP_FAILED)

@@ -31,9 +31,18 @@ class NoLogger:
 class WandbLogger:
     """A wandb run. Mode: `mode` if given, else $WANDB_MODE, else offline (no network needed)."""
 
-    def __init__(self, *, project: str, config: dict, out_dir: Path, name: str | None = None,
-                 group: str | None = None, tags: list[str] | None = None, mode: str | None = None,
-                 entity: str | None = None):
+    def __init__(
+        self,
+        *,
+        project: str,
+        config: dict,
+        out_dir: Path,
+        name: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        mode: str | None = None,
+        entity: str | None = None,
+    ):
         import wandb  # imported here: logger=none never pays for it
 
         self._wandb = wandb
@@ -43,15 +52,27 @@ class WandbLogger:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         # silent: W&B's own ~40 lines per run (banner, sync hints, history tables) become the one line below.
-        kwargs = dict(project=project, entity=entity, config=config, dir=str(out_dir), name=name, group=group,
-                      tags=tags, reinit="finish_previous", settings=wandb.Settings(silent=True))
+        kwargs = dict(
+            project=project,
+            entity=entity,
+            config=config,
+            dir=str(out_dir),
+            name=name,
+            group=group,
+            tags=tags,
+            reinit="finish_previous",
+            settings=wandb.Settings(silent=True),
+        )
         try:
             self.run = wandb.init(mode=mode, **kwargs)
         except Exception as err:  # no network, no API key, server down: training never dies for logging
             if mode != "online":
                 raise
-            log.warning("wandb online init failed (%s: %s); logging offline instead, upload later with `wandb sync`",
-                        type(err).__name__, err)
+            log.warning(
+                "wandb online init failed (%s: %s); logging offline instead, upload later with `wandb sync`",
+                type(err).__name__,
+                err,
+            )
             mode = "offline"
             self.run = wandb.init(mode=mode, **kwargs)
         self.mode = mode

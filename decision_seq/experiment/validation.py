@@ -57,8 +57,17 @@ class _Checker:
         if value is not None:
             self.int_at_least(key, value, low, note)
 
-    def number(self, key: str, value: Any, *, low: float, low_open: bool, high: float | None = None,
-               high_open: bool = True, note: str = "") -> None:
+    def number(
+        self,
+        key: str,
+        value: Any,
+        *,
+        low: float,
+        low_open: bool,
+        high: float | None = None,
+        high_open: bool = True,
+        note: str = "",
+    ) -> None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         ok = ok and (value > low if low_open else value >= low)
         if ok and high is not None:
@@ -86,8 +95,12 @@ def _targets(c: _Checker, key: str, value: Any) -> None:
     if isinstance(value, ListConfig):
         value = OmegaConf.to_container(value)
     if not isinstance(value, list) or not value:
-        c.fail(key, value, "give a non-empty list of target returns, e.g. [3600,1800], or null to derive them "
-                           "from the dataset's returns")
+        c.fail(
+            key,
+            value,
+            "give a non-empty list of target returns, e.g. [3600,1800], or null to derive them "
+            "from the dataset's returns",
+        )
         return
     for v in value:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -151,8 +164,11 @@ def check_backbone(c: _Checker, net: DictConfig, eval_mode: str | None) -> None:
     accepted = [p for p in params if p not in ("self", "d_model", "dropout")]
     unknown = [k for k in kwargs if k not in params or k in ("d_model", "dropout")]
     if unknown:
-        c.fail(f"model.net.backbone_kwargs.{unknown[0]}", kwargs[unknown[0]],
-               f"not an argument of backbone {name!r}; valid: {', '.join(accepted)}")
+        c.fail(
+            f"model.net.backbone_kwargs.{unknown[0]}",
+            kwargs[unknown[0]],
+            f"not an argument of backbone {name!r}; valid: {', '.join(accepted)}",
+        )
         return
     try:
         with torch.device("meta"):
@@ -161,8 +177,12 @@ def check_backbone(c: _Checker, net: DictConfig, eval_mode: str | None) -> None:
         c.errors.append(f"model.net.backbone_kwargs ({name} backbone, embed_dim={net.embed_dim}): {err}")
         return
     if eval_mode == "recurrent" and not cls.constant_time_step:
-        c.fail("eval.mode", eval_mode, f"backbone {name!r} has no O(1) recurrent step; use eval.mode=window "
-                                       f"(recurrent works with: {', '.join(_recurrent_backbones())})")
+        c.fail(
+            "eval.mode",
+            eval_mode,
+            f"backbone {name!r} has no O(1) recurrent step; use eval.mode=window "
+            f"(recurrent works with: {', '.join(_recurrent_backbones())})",
+        )
 
 
 def _recurrent_backbones() -> list[str]:
@@ -209,8 +229,11 @@ def validate_train_config(cfg: DictConfig) -> None:
 
     d = cfg.dataset
     if not isinstance(d.id, str) or d.id.count("/") > 2 or not d.id.strip():
-        c.fail("dataset.id", d.id, "a Minari dataset id such as decision-seq/pendulum/mixed-v0 (see decision-seq "
-                                   "datasets list)")
+        c.fail(
+            "dataset.id",
+            d.id,
+            "a Minari dataset id such as decision-seq/pendulum/mixed-v0 (see decision-seq datasets list)",
+        )
     c.number("dataset.rtg_scale", d.rtg_scale, low=0, low_open=True, note=" (returns-to-go are divided by it)")
     _targets(c, "dataset.targets", d.targets)
     eval_targets_raw = OmegaConf.to_container(cfg.eval, resolve=False).get("targets")
@@ -235,8 +258,11 @@ def validate_eval_config(cfg: DictConfig) -> None:
     c.int_at_least("seed", cfg.seed, 0)
     _device(c, "device", cfg.device)
     if not Path(str(cfg.checkpoint)).exists():
-        c.fail("checkpoint", cfg.checkpoint, "no such file or run dir; give a .pt written by decision-seq train or "
-                                             "its run dir")
+        c.fail(
+            "checkpoint",
+            cfg.checkpoint,
+            "no such file or run dir; give a .pt written by decision-seq train or its run dir",
+        )
     _targets(c, "eval.targets", cfg.eval.targets)
     _eval_section(c, cfg.eval)
     c.raise_if_any()

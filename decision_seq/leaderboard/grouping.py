@@ -105,20 +105,32 @@ def group_cells(runs: Sequence[Run], strict: bool = False) -> tuple[list[Cell], 
             if strict:
                 raise LeaderboardError(
                     f"protocol mismatch for {stem} / {model}: {f} is {fmt_value(va)} in {ra[0].path} but "
-                    f"{fmt_value(vb)} in {rb[0].path} (without --strict they become separate rows)")
+                    f"{fmt_value(vb)} in {rb[0].path} (without --strict they become separate rows)"
+                )
             sides = " vs ".join(f"{f}={fmt_value(v)} ({_paths_str(rs)})" for v, rs in by_value.items())
-            warnings.append(f"{stem} / {model}: runs differ in protocol field {f!r}: {sides}; "
-                            "not averaged together, shown as separate rows")
+            warnings.append(
+                f"{stem} / {model}: runs differ in protocol field {f!r}: {sides}; "
+                "not averaged together, shown as separate rows"
+            )
         for key, rs in by_proto.items():
             protocol = dict(zip(PROTOCOL_FIELDS, key, strict=True))
             variant = ", ".join(f"{f}={fmt_value(protocol[f])}" for f in differing)
-            cells.append(Cell(dataset_id=protocol["dataset_id"] or rs[0].dataset_id, model=model, variant=variant,
-                              runs=rs, protocol=protocol))
+            cells.append(
+                Cell(
+                    dataset_id=protocol["dataset_id"] or rs[0].dataset_id,
+                    model=model,
+                    variant=variant,
+                    runs=rs,
+                    protocol=protocol,
+                )
+            )
     for c in cells:
         seeds = [r.seed for r in c.runs]
         for s in sorted({s for s in seeds if seeds.count(s) > 1}, key=str):
-            warnings.append(f"{c.dataset_id} / {c.label}: seed {s} appears in several runs "
-                            f"({_paths_str([r for r in c.runs if r.seed == s])}); all are counted")
+            warnings.append(
+                f"{c.dataset_id} / {c.label}: seed {s} appears in several runs "
+                f"({_paths_str([r for r in c.runs if r.seed == s])}); all are counted"
+            )
     cells.sort(key=lambda c: (c.dataset_id, c.model, c.variant))
     return cells, warnings
 
@@ -160,8 +172,10 @@ def aggregate_cells(cells: Sequence[Cell], reps: int, seed: int) -> tuple[list[A
     aggregates, notes = [], []
     raw = [c for c in cells if not c.normalized]
     if raw:
-        notes.append("not in the aggregates (raw returns, the dataset has no reference scores): "
-                     + ", ".join(f"{c.dataset_id} / {c.label}" for c in raw))
+        notes.append(
+            "not in the aggregates (raw returns, the dataset has no reference scores): "
+            + ", ".join(f"{c.dataset_id} / {c.label}" for c in raw)
+        )
     by_model: dict[str, list[Cell]] = defaultdict(list)
     for c in cells:
         if c.normalized:
@@ -174,16 +188,24 @@ def aggregate_cells(cells: Sequence[Cell], reps: int, seed: int) -> tuple[list[A
         if differing:
             sides = " vs ".join(
                 ", ".join(f"{f}={fmt_value(dict(zip(family_fields, k, strict=True))[f])}" for f in differing)
-                + " (" + ", ".join(c.dataset_id for c in fc) + ")" for k, fc in families.items())
-            notes.append(f"model {model}: datasets were run under different protocols ({sides}); "
-                         "aggregated separately, not mixed")
+                + " ("
+                + ", ".join(c.dataset_id for c in fc)
+                + ")"
+                for k, fc in families.items()
+            )
+            notes.append(
+                f"model {model}: datasets were run under different protocols ({sides}); "
+                "aggregated separately, not mixed"
+            )
         for key, fcells in families.items():
             variant = ", ".join(f"{f}={fmt_value(dict(zip(family_fields, key, strict=True))[f])}" for f in differing)
             stems = [dataset_stem(c.dataset_id) for c in fcells]
             if len(set(stems)) < len(stems):
                 dup = sorted({s for s in stems if stems.count(s) > 1})
-                notes.append(f"model {model}{' [' + variant + ']' if variant else ''}: no aggregate, "
-                             f"{', '.join(dup)} has rows under several protocols (see the row labels)")
+                notes.append(
+                    f"model {model}{' [' + variant + ']' if variant else ''}: no aggregate, "
+                    f"{', '.join(dup)} has rows under several protocols (see the row labels)"
+                )
                 continue
             last = stats.aggregate([[r.last for r in c.runs] for c in fcells], reps=reps, seed=seed)
             best = stats.aggregate([[r.best for r in c.runs] for c in fcells], reps=reps, seed=seed)
@@ -208,9 +230,15 @@ class Leaderboard:
         return [r for r in self.runs if r.status != "completed"]
 
 
-def build_leaderboard(paths: Sequence[str | Path] = (), *, reps: int = stats.DEFAULT_REPS,
-                      seed: int = stats.DEFAULT_SEED, strict: bool = False, wandb_dirs: Sequence[str | Path] = (),
-                      wandb_projects: Sequence[str] = ()) -> Leaderboard:
+def build_leaderboard(
+    paths: Sequence[str | Path] = (),
+    *,
+    reps: int = stats.DEFAULT_REPS,
+    seed: int = stats.DEFAULT_SEED,
+    strict: bool = False,
+    wandb_dirs: Sequence[str | Path] = (),
+    wandb_projects: Sequence[str] = (),
+) -> Leaderboard:
     """Read runs, group, split by protocol and compute every statistic. LeaderboardError on bad input."""
     if reps < 1:
         raise LeaderboardError(f"--reps must be >= 1, got {reps}")
@@ -233,9 +261,11 @@ def build_leaderboard(paths: Sequence[str | Path] = (), *, reps: int = stats.DEF
         where = ", ".join(map(str, [*paths, *wandb_dirs, *wandb_projects])) or "(no paths given)"
         raise LeaderboardError(f"no readable {RESULTS_FILE} found under {where}")
     if not any(r.status == "completed" for r in runs):
-        raise LeaderboardError(f"no completed runs among the {len(runs)} found: "
-                               + ", ".join(f"{r.path} ({r.status})" for r in runs[:5])
-                               + (" ..." if len(runs) > 5 else ""))
+        raise LeaderboardError(
+            f"no completed runs among the {len(runs)} found: "
+            + ", ".join(f"{r.path} ({r.status})" for r in runs[:5])
+            + (" ..." if len(runs) > 5 else "")
+        )
     cells, split_warnings = group_cells(runs, strict=strict)
     summarize_cells(cells, reps, seed)
     aggregates, notes = aggregate_cells(cells, reps, seed)

@@ -68,8 +68,12 @@ def cell_curve(cell: Cell) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
             per_step[step].append(score)
     steps = np.array(sorted(per_step), dtype=np.int64)
     vals = [np.asarray(per_step[s]) for s in steps]
-    return (steps, np.array([v.mean() for v in vals]), np.array([v.min() for v in vals]),
-            np.array([v.max() for v in vals]))
+    return (
+        steps,
+        np.array([v.mean() for v in vals]),
+        np.array([v.min() for v in vals]),
+        np.array([v.max() for v in vals]),
+    )
 
 
 def plot_curves(lb: Leaderboard) -> Figure:
@@ -82,7 +86,7 @@ def plot_curves(lb: Leaderboard) -> Figure:
             steps, mean, lo, hi = cell_curve(c)
             if steps.size == 0:
                 continue
-            line, = ax.plot(steps, mean, marker="o", ms=3, label=f"{c.label} (n={len(c.runs)})")
+            (line,) = ax.plot(steps, mean, marker="o", ms=3, label=f"{c.label} (n={len(c.runs)})")
             ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
             drawn = True
         if not drawn:

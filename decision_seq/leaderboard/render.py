@@ -55,18 +55,34 @@ def cell_rows(lb: Leaderboard) -> list[dict[str, str]]:
     rows = []
     for c in lb.cells:
         pub = c.published
-        rows.append({"dataset": _dataset_label(c), "model": c.label, "seeds": str(c.last.n),
-                     "last": fmt_summary(c.last), "best": fmt_summary(c.best),
-                     "published": pub.label() if pub else "-", "dataset mean": fmt_num(_present(c.dataset_score))})
+        rows.append(
+            {
+                "dataset": _dataset_label(c),
+                "model": c.label,
+                "seeds": str(c.last.n),
+                "last": fmt_summary(c.last),
+                "best": fmt_summary(c.best),
+                "published": pub.label() if pub else "-",
+                "dataset mean": fmt_num(_present(c.dataset_score)),
+            }
+        )
     return rows
 
 
 def aggregate_rows(lb: Leaderboard) -> list[dict[str, str]]:
     """The aggregate rows shared by the terminal and Markdown tables (keys: AGGREGATE_COLUMNS)."""
-    return [{"model": a.label, "datasets": str(len(a.cells)), "runs": str(a.n_runs),
-             "last mean": fmt_estimate(a.last["mean"]), "last IQM": fmt_estimate(a.last["iqm"]),
-             "best mean": fmt_estimate(a.best["mean"]), "best IQM": fmt_estimate(a.best["iqm"])}
-            for a in lb.aggregates]
+    return [
+        {
+            "model": a.label,
+            "datasets": str(len(a.cells)),
+            "runs": str(a.n_runs),
+            "last mean": fmt_estimate(a.last["mean"]),
+            "last IQM": fmt_estimate(a.last["iqm"]),
+            "best mean": fmt_estimate(a.best["mean"]),
+            "best IQM": fmt_estimate(a.best["iqm"]),
+        }
+        for a in lb.aggregates
+    ]
 
 
 def _needs_dagger(lb: Leaderboard) -> bool:
@@ -74,8 +90,10 @@ def _needs_dagger(lb: Leaderboard) -> bool:
 
 
 def _ci_text(lb: Leaderboard) -> str:
-    return (f"95% percentile bootstrap CI ({lb.reps} resamples, seed {lb.seed}); aggregates: stratified bootstrap "
-            "over runs within each dataset")
+    return (
+        f"95% percentile bootstrap CI ({lb.reps} resamples, seed {lb.seed}); aggregates: stratified bootstrap "
+        "over runs within each dataset"
+    )
 
 
 def _first_line(text: str, limit: int = 120) -> str:
@@ -131,16 +149,25 @@ def _md_table(rows: list[dict[str, str]], cols: Sequence[str]) -> list[str]:
 
 def markdown(lb: Leaderboard) -> str:
     """leaderboard.md: the tables, each row's protocol, warnings, skipped runs and published sources."""
-    lines = ["# decision-seq leaderboard", "",
-             "Score: mean normalized score (0-100, D4RL convention) of the best eval target, or mean return "
-             "where the dataset has no reference scores. `last`: final evaluation (the DT paper's protocol); "
-             "`best`: max over evaluations during training (the Decision Mamba paper's protocol). "
-             f"Cells: mean ± sample std over seeds [{_ci_text(lb)}].", ""]
+    lines = [
+        "# decision-seq leaderboard",
+        "",
+        "Score: mean normalized score (0-100, D4RL convention) of the best eval target, or mean return "
+        "where the dataset has no reference scores. `last`: final evaluation (the DT paper's protocol); "
+        "`best`: max over evaluations during training (the Decision Mamba paper's protocol). "
+        f"Cells: mean ± sample std over seeds [{_ci_text(lb)}].",
+        "",
+    ]
     lines += _md_table(cell_rows(lb), CELL_COLUMNS)
     if lb.aggregates:
-        lines += ["", "## Aggregate over datasets", "",
-                  "Mean of per-dataset means and interquartile mean (IQM) of all runs pooled, "
-                  "with 95% stratified bootstrap CIs.", ""]
+        lines += [
+            "",
+            "## Aggregate over datasets",
+            "",
+            "Mean of per-dataset means and interquartile mean (IQM) of all runs pooled, "
+            "with 95% stratified bootstrap CIs.",
+            "",
+        ]
         lines += _md_table(aggregate_rows(lb), AGGREGATE_COLUMNS)
         lines.append("")
         for a in lb.aggregates:
@@ -173,27 +200,57 @@ def cells_frame(lb: Leaderboard) -> pd.DataFrame:
     records = []
     for c in lb.cells:
         pub = c.published
-        rec = {"row": "cell", "dataset": c.dataset_id, "model": c.model, "variant": c.variant,
-               "backbone": ";".join(sorted({str(r.backbone) for r in c.runs})),
-               "score_unit": "normalized" if c.normalized else "return", "n_datasets": 1, "n_seeds": c.last.n,
-               "seeds": ";".join(str(r.seed) for r in c.runs)}
+        rec = {
+            "row": "cell",
+            "dataset": c.dataset_id,
+            "model": c.model,
+            "variant": c.variant,
+            "backbone": ";".join(sorted({str(r.backbone) for r in c.runs})),
+            "score_unit": "normalized" if c.normalized else "return",
+            "n_datasets": 1,
+            "n_seeds": c.last.n,
+            "seeds": ";".join(str(r.seed) for r in c.runs),
+        }
         for name, s in (("last", c.last), ("best", c.best)):
-            rec |= {f"{name}_mean": s.mean, f"{name}_std": s.std, f"{name}_ci_low": s.ci_low,
-                    f"{name}_ci_high": s.ci_high, f"{name}_iqm": np.nan, f"{name}_iqm_ci_low": np.nan,
-                    f"{name}_iqm_ci_high": np.nan}
-        rec |= {"published": pub.value if pub else np.nan, "published_source": pub.source if pub else "",
-                "published_match": ("exact" if pub.exact else "rebuild") if pub else "",
-                "dataset_normalized_score": c.dataset_score if c.dataset_score is not None else np.nan}
+            rec |= {
+                f"{name}_mean": s.mean,
+                f"{name}_std": s.std,
+                f"{name}_ci_low": s.ci_low,
+                f"{name}_ci_high": s.ci_high,
+                f"{name}_iqm": np.nan,
+                f"{name}_iqm_ci_low": np.nan,
+                f"{name}_iqm_ci_high": np.nan,
+            }
+        rec |= {
+            "published": pub.value if pub else np.nan,
+            "published_source": pub.source if pub else "",
+            "published_match": ("exact" if pub.exact else "rebuild") if pub else "",
+            "dataset_normalized_score": c.dataset_score if c.dataset_score is not None else np.nan,
+        }
         rec |= {f"protocol_{f}": fmt_value(c.protocol[f]) for f in PROTOCOL_FIELDS if f != "dataset_id"}
         records.append(rec)
     for a in lb.aggregates:
-        rec = {"row": "aggregate", "dataset": ";".join(c.dataset_id for c in a.cells), "model": a.model,
-               "variant": a.variant, "backbone": "", "score_unit": "normalized", "n_datasets": len(a.cells),
-               "n_seeds": a.n_runs, "seeds": ""}
+        rec = {
+            "row": "aggregate",
+            "dataset": ";".join(c.dataset_id for c in a.cells),
+            "model": a.model,
+            "variant": a.variant,
+            "backbone": "",
+            "score_unit": "normalized",
+            "n_datasets": len(a.cells),
+            "n_seeds": a.n_runs,
+            "seeds": "",
+        }
         for name, est in (("last", a.last), ("best", a.best)):
-            rec |= {f"{name}_mean": est["mean"].value, f"{name}_std": np.nan, f"{name}_ci_low": est["mean"].ci_low,
-                    f"{name}_ci_high": est["mean"].ci_high, f"{name}_iqm": est["iqm"].value,
-                    f"{name}_iqm_ci_low": est["iqm"].ci_low, f"{name}_iqm_ci_high": est["iqm"].ci_high}
+            rec |= {
+                f"{name}_mean": est["mean"].value,
+                f"{name}_std": np.nan,
+                f"{name}_ci_low": est["mean"].ci_low,
+                f"{name}_ci_high": est["mean"].ci_high,
+                f"{name}_iqm": est["iqm"].value,
+                f"{name}_iqm_ci_low": est["iqm"].ci_low,
+                f"{name}_iqm_ci_high": est["iqm"].ci_high,
+            }
         records.append(rec)
     return pd.DataFrame.from_records(records)
 
@@ -203,11 +260,23 @@ def runs_frame(lb: Leaderboard) -> pd.DataFrame:
     import pandas as pd
 
     variant = {id(r): c.variant for c in lb.cells for r in c.runs}
-    return pd.DataFrame.from_records([
-        {"path": r.path, "dataset": r.dataset_id, "model": r.model, "variant": variant.get(id(r), ""), "seed": r.seed,
-         "last": r.last if r.last is not None else np.nan, "best": r.best if r.best is not None else np.nan,
-         "score_unit": "normalized" if r.normalized else "return", "status": r.status} for r in lb.runs],
-        columns=["path", "dataset", "model", "variant", "seed", "last", "best", "score_unit", "status"])
+    return pd.DataFrame.from_records(
+        [
+            {
+                "path": r.path,
+                "dataset": r.dataset_id,
+                "model": r.model,
+                "variant": variant.get(id(r), ""),
+                "seed": r.seed,
+                "last": r.last if r.last is not None else np.nan,
+                "best": r.best if r.best is not None else np.nan,
+                "score_unit": "normalized" if r.normalized else "return",
+                "status": r.status,
+            }
+            for r in lb.runs
+        ],
+        columns=["path", "dataset", "model", "variant", "seed", "last", "best", "score_unit", "status"],
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -83,9 +83,17 @@ def run_from_results(data: dict, path: str) -> Run:
         raise ValueError("missing 'status', 'model' or 'dataset.id': not a decision-seq results.json")
     protocol = {f: _canon(proto.get(f)) for f in PROTOCOL_FIELDS}
     protocol["dataset_id"] = protocol["dataset_id"] or dataset_id
-    run = Run(path=path, status=status, model=str(model), dataset_id=str(dataset_id), seed=data.get("seed"),
-              backbone=data.get("backbone"), dataset_score=ds.get("normalized_score_mean"), protocol=protocol,
-              error=data.get("error"))
+    run = Run(
+        path=path,
+        status=status,
+        model=str(model),
+        dataset_id=str(dataset_id),
+        seed=data.get("seed"),
+        backbone=data.get("backbone"),
+        dataset_score=ds.get("normalized_score_mean"),
+        protocol=protocol,
+        error=data.get("error"),
+    )
     try:
         run.curve = [(int(e["step"]), float(eval_score(e["results"]))) for e in data.get("evaluations") or []]
     except (KeyError, TypeError, ValueError) as err:
@@ -97,8 +105,9 @@ def run_from_results(data: dict, path: str) -> Run:
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"completed run without a valid final/best score ({type(err).__name__}: {err})") from None
         # normalized only when every target has a normalized score (the dataset has reference scores)
-        run.normalized = (all(r.get("mean_normalized") is not None for r in rows) if rows
-                          else run.dataset_score is not None)
+        run.normalized = (
+            all(r.get("mean_normalized") is not None for r in rows) if rows else run.dataset_score is not None
+        )
     return run
 
 
@@ -143,19 +152,33 @@ def _unwrap_wandb_config(config: dict) -> dict:
     return out
 
 
-def run_from_wandb(summary: dict, config: dict, path: str, state: str | None = None,
-                   history: Sequence[dict] = ()) -> Run:
+def run_from_wandb(
+    summary: dict, config: dict, path: str, state: str | None = None, history: Sequence[dict] = ()
+) -> Run:
     """A Run from a W&B run's summary and config (the keys train.py logs)."""
     cfg = _unwrap_wandb_config(config)
     try:
         model, dataset, ev, tr = cfg["model"], cfg["dataset"], cfg["eval"], cfg["trainer"]
-        protocol = {"dataset_id": dataset["id"], "targets": ev.get("targets"), "episodes": ev.get("episodes"),
-                    "steps": tr.get("steps"), "eval_every": ev.get("every"), "mode": ev.get("mode"),
-                    "context_len": model.get("context_len"), "rtg_scale": dataset.get("rtg_scale")}
-        run = Run(path=path, status="running", model=str(model["name"]), dataset_id=str(dataset["id"]),
-                  seed=cfg.get("seed"), backbone=(model.get("net") or {}).get("backbone"),
-                  dataset_score=summary.get("dataset/mean_normalized_score"),
-                  protocol={k: _canon(v) for k, v in protocol.items()})
+        protocol = {
+            "dataset_id": dataset["id"],
+            "targets": ev.get("targets"),
+            "episodes": ev.get("episodes"),
+            "steps": tr.get("steps"),
+            "eval_every": ev.get("every"),
+            "mode": ev.get("mode"),
+            "context_len": model.get("context_len"),
+            "rtg_scale": dataset.get("rtg_scale"),
+        }
+        run = Run(
+            path=path,
+            status="running",
+            model=str(model["name"]),
+            dataset_id=str(dataset["id"]),
+            seed=cfg.get("seed"),
+            backbone=(model.get("net") or {}).get("backbone"),
+            dataset_score=summary.get("dataset/mean_normalized_score"),
+            protocol={k: _canon(v) for k, v in protocol.items()},
+        )
     except (KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"W&B config lacks the decision-seq keys ({type(err).__name__}: {err})") from None
     if summary.get("final/score") is not None and summary.get("best/score") is not None:
@@ -165,8 +188,11 @@ def run_from_wandb(summary: dict, config: dict, path: str, state: str | None = N
     elif state:
         run.status = state
     run.normalized = run.dataset_score is not None
-    run.curve = [(int(h["_step"]), float(h["eval/score"])) for h in history
-                 if h.get("eval/score") is not None and h.get("_step") is not None]
+    run.curve = [
+        (int(h["_step"]), float(h["eval/score"]))
+        for h in history
+        if h.get("eval/score") is not None and h.get("_step") is not None
+    ]
     return run
 
 
@@ -192,13 +218,16 @@ def scan_wandb_dir(root: Path) -> tuple[list[Path], list[Run], list[str]]:
             files.append(beside)
         elif summary.is_file() and config.is_file():
             try:
-                runs.append(run_from_wandb(json.loads(summary.read_text()), yaml.safe_load(config.read_text()) or {},
-                                           str(d)))
+                runs.append(
+                    run_from_wandb(json.loads(summary.read_text()), yaml.safe_load(config.read_text()) or {}, str(d))
+                )
             except (OSError, ValueError, yaml.YAMLError) as err:
                 warnings.append(f"skipped W&B run {d}: {type(err).__name__}: {err}")
         else:
-            warnings.append(f"skipped W&B run {d}: no results.json beside it and no files/wandb-summary.json "
-                            "(offline runs: `wandb sync` them, then use --wandb-project)")
+            warnings.append(
+                f"skipped W&B run {d}: no results.json beside it and no files/wandb-summary.json "
+                "(offline runs: `wandb sync` them, then use --wandb-project)"
+            )
     if not run_dirs:
         warnings.append(f"no W&B run dirs (run-* / offline-run-*) under {root}")
     return files, runs, warnings
@@ -212,8 +241,10 @@ def runs_from_wandb_project(project: str) -> tuple[list[Run], list[str]]:
         api = wandb.Api(timeout=30)
         api_runs = list(api.runs(project))
     except Exception as err:  # no network, no API key, unknown project: one clear line
-        raise LeaderboardError(f"cannot list W&B project {project!r} ({type(err).__name__}: {err}); "
-                               "this needs network access and an API key (`wandb login`)") from None
+        raise LeaderboardError(
+            f"cannot list W&B project {project!r} ({type(err).__name__}: {err}); "
+            "this needs network access and an API key (`wandb login`)"
+        ) from None
     runs, warnings = [], []
     for r in api_runs:
         where = f"wandb:{project}/{r.id}"

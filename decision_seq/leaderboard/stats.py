@@ -77,9 +77,13 @@ def pooled_iqm(tasks: list[np.ndarray]) -> np.ndarray:
     return np.atleast_1d(iqm(np.concatenate(tasks, axis=-1), axis=-1))
 
 
-def stratified_bootstrap_ci(tasks: Sequence[Sequence[float]], statistic: BatchedStatistic = mean_of_task_means,
-                            reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED,
-                            alpha: float = DEFAULT_ALPHA) -> tuple[float, float]:
+def stratified_bootstrap_ci(
+    tasks: Sequence[Sequence[float]],
+    statistic: BatchedStatistic = mean_of_task_means,
+    reps: int = DEFAULT_REPS,
+    seed: int = DEFAULT_SEED,
+    alpha: float = DEFAULT_ALPHA,
+) -> tuple[float, float]:
     """Percentile CI of `statistic` under resampling of runs with replacement within each task.
 
     tasks: one sequence of run scores per task (runs may differ in number). NaN interval when no task
@@ -97,8 +101,13 @@ def stratified_bootstrap_ci(tasks: Sequence[Sequence[float]], statistic: Batched
     return percentile_interval(statistic(resampled), alpha)
 
 
-def bootstrap_ci(x: Sequence[float], statistic: BatchedStatistic = mean_of_task_means, reps: int = DEFAULT_REPS,
-                 seed: int = DEFAULT_SEED, alpha: float = DEFAULT_ALPHA) -> tuple[float, float]:
+def bootstrap_ci(
+    x: Sequence[float],
+    statistic: BatchedStatistic = mean_of_task_means,
+    reps: int = DEFAULT_REPS,
+    seed: int = DEFAULT_SEED,
+    alpha: float = DEFAULT_ALPHA,
+) -> tuple[float, float]:
     """Percentile bootstrap CI over the runs of one task (the one-task stratified bootstrap)."""
     return stratified_bootstrap_ci([x], statistic, reps=reps, seed=seed, alpha=alpha)
 
@@ -123,8 +132,9 @@ class SeedSummary:
     ci_high: float
 
 
-def summarize_seeds(scores: Sequence[float], reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED,
-                    alpha: float = DEFAULT_ALPHA) -> SeedSummary:
+def summarize_seeds(
+    scores: Sequence[float], reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED, alpha: float = DEFAULT_ALPHA
+) -> SeedSummary:
     """n, mean, sample std and the bootstrap CI of the mean over seeds."""
     x = np.asarray(scores, dtype=np.float64)
     if x.size == 0:
@@ -133,8 +143,9 @@ def summarize_seeds(scores: Sequence[float], reps: int = DEFAULT_REPS, seed: int
     return SeedSummary(n=int(x.size), mean=float(x.mean()), std=sample_std(x), ci_low=lo, ci_high=hi)
 
 
-def aggregate(tasks: Sequence[Sequence[float]], reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED,
-              alpha: float = DEFAULT_ALPHA) -> dict[str, Estimate]:
+def aggregate(
+    tasks: Sequence[Sequence[float]], reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED, alpha: float = DEFAULT_ALPHA
+) -> dict[str, Estimate]:
     """Across tasks: {"mean": mean of task means, "iqm": pooled IQM}, each with a stratified CI.
 
     Both intervals use the same seed, hence the same resampled runs.

@@ -22,8 +22,10 @@ def observation_encoder(obs_shape: Sequence[int], embed_dim: int) -> nn.Module:
     shape = tuple(int(n) for n in obs_shape)
     if len(shape) == 1 and shape[0] >= 1:
         return nn.Linear(shape[0], embed_dim)  # (..., S) -> (..., D)
-    raise ValueError(f"no observation encoder for observations of shape {shape}: only vector observations (S,) "
-                     "are supported (image encoders come with the Atari datasets)")
+    raise ValueError(
+        f"no observation encoder for observations of shape {shape}: only vector observations (S,) "
+        "are supported (image encoders come with the Atari datasets)"
+    )
 
 
 def action_encoder(action_dim: int, discrete: bool, embed_dim: int) -> nn.Module:

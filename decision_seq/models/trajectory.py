@@ -64,8 +64,10 @@ class TrajectoryModel(nn.Module):
             low = torch.as_tensor(action_low if action_low is not None else [-1.0] * action_dim, dtype=torch.float32)
             high = torch.as_tensor(action_high if action_high is not None else [1.0] * action_dim, dtype=torch.float32)
             if low.shape != (action_dim,) or high.shape != (action_dim,) or not bool((high > low).all()):
-                raise ValueError(f"action bounds must be {action_dim} finite pairs with high > low; "
-                                 f"got {low.tolist()} / {high.tolist()}")
+                raise ValueError(
+                    f"action bounds must be {action_dim} finite pairs with high > low; "
+                    f"got {low.tolist()} / {high.tolist()}"
+                )
             self.register_buffer("action_scale", (high - low) / 2)
             self.register_buffer("action_bias", (high + low) / 2)
 

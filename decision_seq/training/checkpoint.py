@@ -79,16 +79,21 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Load and validate a decision-seq checkpoint; clear errors for missing, foreign or corrupt files."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist "
-                                "(expected a .pt file written by decision-seq train)")
+        raise FileNotFoundError(
+            f"checkpoint {str(path)!r} does not exist (expected a .pt file written by decision-seq train)"
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read safely ({type(err).__name__}: {err}); "
-                              "it is corrupt or not a decision-seq checkpoint") from err
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} cannot be read safely ({type(err).__name__}: {err}); "
+            "it is corrupt or not a decision-seq checkpoint"
+        ) from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a decision-seq checkpoint (no '{FORMAT}' format tag)")
     if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {str(path)!r} has format version {ckpt.get('version')}; "
-                              f"this decision-seq reads version {VERSION}")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has format version {ckpt.get('version')}; "
+            f"this decision-seq reads version {VERSION}"
+        )
     return ckpt

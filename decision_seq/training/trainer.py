@@ -38,8 +38,9 @@ class TrainingPreempted(Exception):
     def __init__(self, signum: int, step: int, checkpoint: Path | None):
         self.signal_name, self.step, self.checkpoint = signal.Signals(signum).name, step, checkpoint
         where = f"saved {checkpoint}" if checkpoint is not None else "no checkpoint dir, nothing saved"
-        super().__init__(f"{self.signal_name} received: stopped at step {step} ({where}); "
-                         "relaunch the same run to continue")
+        super().__init__(
+            f"{self.signal_name} received: stopped at step {step} ({where}); relaunch the same run to continue"
+        )
 
 
 class NonFiniteError(FloatingPointError):
@@ -47,8 +48,10 @@ class NonFiniteError(FloatingPointError):
 
     def __init__(self, step: int, loss: float, grad_norm: float):
         self.step = step
-        super().__init__(f"non-finite training loss ({loss}) or gradient norm ({grad_norm}) at step {step}; "
-                         "the last checkpoint was kept, lower trainer.lr or set trainer.skip_nonfinite=true")
+        super().__init__(
+            f"non-finite training loss ({loss}) or gradient norm ({grad_norm}) at step {step}; "
+            "the last checkpoint was kept, lower trainer.lr or set trainer.skip_nonfinite=true"
+        )
 
 
 def signal_numbers(names) -> list[int]:
@@ -61,8 +64,9 @@ def signal_numbers(names) -> list[int]:
         key = str(name).upper()
         key = key if key.startswith("SIG") else f"SIG{key}"
         if key not in signal.Signals.__members__:
-            raise ValueError(f"unknown signal {name!r} in trainer.stop_signals; "
-                             "valid e.g. SIGTERM, SIGINT, SIGUSR1, SIGUSR2")
+            raise ValueError(
+                f"unknown signal {name!r} in trainer.stop_signals; valid e.g. SIGTERM, SIGINT, SIGUSR1, SIGUSR2"
+            )
         out.append(int(signal.Signals[key]))
     return out
 
@@ -228,13 +232,17 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()  # the step counts (schedule and step stay aligned), the update does not
                 self.nonfinite_skips += 1
-                log.warning("non-finite loss or gradient norm at step %d: update skipped (%d so far)",
-                            self.step + 1, self.nonfinite_skips)
+                log.warning(
+                    "non-finite loss or gradient norm at step %d: update skipped (%d so far)",
+                    self.step + 1,
+                    self.nonfinite_skips,
+                )
                 return None
         else:
             # first bad step (1-based), 0 while all finite; no host sync
-            self._bad_step = torch.where(finite | (self._bad_step > 0), self._bad_step,
-                                         torch.full_like(self._bad_step, self.step + 1))
+            self._bad_step = torch.where(
+                finite | (self._bad_step > 0), self._bad_step, torch.full_like(self._bad_step, self.step + 1)
+            )
             self._bad_stats = torch.where(finite | (self._bad_step != self.step + 1), self._bad_stats, stats)
         self.optimizer.step()
         self.scheduler.step()
@@ -282,8 +290,15 @@ class Trainer:
         self._bad_step = torch.zeros((), dtype=torch.long, device=self.device) if deferred else None
         self._bad_stats = torch.zeros(2, device=self.device) if deferred else None
         previous = self._install_handlers()
-        bar = tqdm(total=self.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=not self.progress, mininterval=0.5 if sys.stderr.isatty() else 10.0)
+        bar = tqdm(
+            total=self.steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not self.progress,
+            mininterval=0.5 if sys.stderr.isatty() else 10.0,
+        )
         acc = torch.zeros(2, device=self.device)  # running (loss, grad-norm) sums: no host sync per step
         n_acc, window_t0, window_train = 0, time.perf_counter(), self.train_time
         try:

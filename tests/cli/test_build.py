@@ -10,14 +10,30 @@ import pytest
 from decision_seq.cli.build import add_build_arguments, run_build
 from decision_seq.datasets.naming import LEVELS
 from decision_seq.datasets.sac.config import BuildConfig, parse_levels
-from tests.helpers import cli, read_results
+from tests.helpers import TINY, cli, read_results
 
 ENV = "Pendulum-v1"
 NS = "test-build-cli"
 # Tiny budget: 200 SAC updates, 3 snapshots; Pendulum episodes are 200 steps, so 400 steps = 2 episodes.
-TINY_FLAGS = ["--train-steps", "300", "--steps-per-level", "400", "--snapshot-every", "100", "--eval-episodes", "1",
-              "--reference-episodes", "1", "--learning-starts", "100", "--seed", "0", "--namespace", NS,
-              "--no-progress"]
+TINY_FLAGS = [
+    "--train-steps",
+    "300",
+    "--steps-per-level",
+    "400",
+    "--snapshot-every",
+    "100",
+    "--eval-episodes",
+    "1",
+    "--reference-episodes",
+    "1",
+    "--learning-starts",
+    "100",
+    "--seed",
+    "0",
+    "--namespace",
+    NS,
+    "--no-progress",
+]
 
 
 def test_build_arguments_defaults():
@@ -27,7 +43,12 @@ def test_build_arguments_defaults():
     assert args.env == "Hopper-v5" and parse_levels(args.levels) == list(LEVELS)
     defaults = BuildConfig()
     assert (args.train_steps, args.steps_per_level, args.snapshot_every, args.seed, args.namespace) == (
-        defaults.train_steps, defaults.steps_per_level, defaults.snapshot_every, 0, "decision-seq")
+        defaults.train_steps,
+        defaults.steps_per_level,
+        defaults.snapshot_every,
+        0,
+        "decision-seq",
+    )
     assert args.work_dir is None and not args.overwrite and not args.no_progress
 
 
@@ -44,11 +65,18 @@ def test_run_build_then_train_cli(tmp_path, fresh_minari_root, capsys):
         run_build(args)
 
     run = tmp_path / "train"
-    cli("train", f"dataset.id={dataset_id}", "dataset.name=factory", "dataset.targets=null", "trainer.steps=10",
-        "eval.every=0", "eval.episodes=1", "logger=none", "model.context_len=5", "model.net.embed_dim=16",
-        "model.net.backbone_kwargs.n_layer=1", "trainer.batch_size=8", "trainer.warmup_steps=5",
-        "trainer.log_every=5", "trainer.progress=false", "trainer.device=cpu", "trainer.num_threads=1",
-        f"hydra.run.dir={run}")
+    cli(
+        "train",
+        f"dataset.id={dataset_id}",
+        "dataset.name=factory",
+        "dataset.targets=null",
+        "trainer.steps=10",
+        "eval.every=0",
+        "eval.episodes=1",
+        "logger=none",
+        *[o for o in TINY if not o.startswith(("eval.episodes=", "eval.targets="))],
+        f"hydra.run.dir={run}",
+    )
     results = read_results(run)
     assert results["status"] == "completed" and results["dataset"]["id"] == dataset_id
     assert results["dataset"]["steps"] == 400

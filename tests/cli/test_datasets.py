@@ -42,9 +42,14 @@ def test_list_shows_local_datasets_and_the_catalog(pendulum_dataset_id, no_netwo
     assert "Pendulum-v1" in local_row and "default" in local_row  # eval env, `dataset=` name
     for expected in (
         "decision-seq/cartpole/mixed-v0",
-        "mujoco/walker2d/expert-v0", "see remote metadata", "minari-walker2d-expert",
-        "decision-seq/halfcheetah/medium-replay-v0", "halfcheetah-medium-replay",
-        "d4rl/hopper/medium-expert-v2", "-20.272305 / 3234.3", "d4rl-hopper-medium-expert",
+        "mujoco/walker2d/expert-v0",
+        "see remote metadata",
+        "minari-walker2d-expert",
+        "decision-seq/halfcheetah/medium-replay-v0",
+        "halfcheetah-medium-replay",
+        "d4rl/hopper/medium-expert-v2",
+        "-20.272305 / 3234.3",
+        "d4rl-hopper-medium-expert",
     ):
         assert expected in out, expected
     # The built-in row in the catalog says it is built and shows its measured reference scores.
@@ -72,9 +77,15 @@ def test_info_matches_episode_summary(pendulum_dataset_id, no_network, capsys):
 
     assert datasets_main(["info", pendulum_dataset_id]) == 0
     out = capsys.readouterr().out
-    for text in (f"{summary['return_min']:.2f} / {summary['return_mean']:.2f} / {summary['return_max']:.2f}",
-                 f"{summary['return_std']:.2f}", f"{summary['normalized_score_mean']:.2f}",
-                 str(summary["episodes"]), str(summary["steps"]), "Box(", "Pendulum-v1"):
+    for text in (
+        f"{summary['return_min']:.2f} / {summary['return_mean']:.2f} / {summary['return_max']:.2f}",
+        f"{summary['return_std']:.2f}",
+        f"{summary['normalized_score_mean']:.2f}",
+        str(summary["episodes"]),
+        str(summary["steps"]),
+        "Box(",
+        "Pendulum-v1",
+    ):
         assert text in out, text
 
 
@@ -100,13 +111,16 @@ def test_download_offline_gives_clear_error(fresh_minari_root, monkeypatch, caps
         # What Minari's HF client raises without network, after it may have created the folder.
         (fresh_minari_root / dataset_id / "data").mkdir(parents=True)
         raise requests.exceptions.ConnectionError(
-            "HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded")
+            "HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded"
+        )
 
     monkeypatch.setattr(minari, "download_dataset", offline)
     assert datasets_main(["download", dataset_id]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"{ERROR} could not reach the Minari remote (offline?): ConnectionError: "
-                   f"HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded")
+    assert err == (
+        f"{ERROR} could not reach the Minari remote (offline?): ConnectionError: "
+        f"HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded"
+    )
     assert not dataset_exists_locally(dataset_id)  # the partial download was removed
 
     def no_client(dataset_id, force_download=False):
@@ -126,7 +140,8 @@ def test_download_offline_gives_clear_error(fresh_minari_root, monkeypatch, caps
 
 def test_download_builds_builtins_and_refuses_local_only_ids(fresh_minari_root, monkeypatch, no_network, capsys):
     small = lambda dataset_id: build_cartpole_mixed(  # noqa: E731
-        dataset_id, num_episodes=3, num_reference_episodes=2, progress=False)
+        dataset_id, num_episodes=3, num_reference_episodes=2, progress=False
+    )
     monkeypatch.setitem(builtin.BUILTIN, CARTPOLE_DATASET_ID, small)
     assert datasets_main(["download", CARTPOLE_DATASET_ID]) == 0
     assert dataset_exists_locally(CARTPOLE_DATASET_ID)
@@ -152,8 +167,6 @@ def test_help_texts(capsys):
         assert "examples:" in capsys.readouterr().out
     assert datasets_main([]) == 0
     assert datasets_main(["frobnicate"]) == 2
-
-
 
 
 def test_broken_sac_build_does_not_break_other_commands(monkeypatch, pendulum_dataset_id, no_network, capsys):

@@ -113,8 +113,7 @@ def test_default_out_for_a_file_is_the_working_dir(tmp_path, monkeypatch):
 @pytest.mark.slow  # ~12 s; tests/experiment/test_sweeps.py runs the leaderboard over a real sweep too
 def test_real_sweep_two_seeds(pendulum_dataset_id, tmp_path):
     sweep = tmp_path / "sweep"
-    cli("train", "-m", "seed=0,1", "trainer.steps=6", "eval.every=3", "logger=none", f"hydra.sweep.dir={sweep}",
-        *TINY)
+    cli("train", "-m", "seed=0,1", "trainer.steps=6", "eval.every=3", "logger=none", f"hydra.sweep.dir={sweep}", *TINY)
     proc = cli("leaderboard", str(sweep), "--reps", "200")
     assert "skipped" not in proc.stdout and pendulum_dataset_id in proc.stdout
     df = read_cells(sweep / "leaderboard")

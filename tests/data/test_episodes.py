@@ -120,3 +120,25 @@ def test_missing_dataset_message(minari_root):
     assert isinstance(info.value, FileNotFoundError)
     assert dataset_id in msg and str(minari_root / "nobody" / "missing-v0") in msg
     assert f"dataset.id={dataset_id} dataset.download=true" in msg and f"minari download {dataset_id}" in msg
+
+
+def test_empty_dataset_clear_error():
+    from decision_seq.data.episodes import episodes_from_arrays
+
+    with pytest.raises(ValueError, match="has no steps"):
+        episodes_from_arrays(
+            observations=[np.zeros((1, 2))], actions=[np.zeros((0, 1))], rewards=[np.zeros(0)], dataset_id="empty"
+        )
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupted_dataset_file_clear_error(damage, make_minari_dataset, minari_root):
+    from decision_seq.data.episodes import DatasetCorruptError, load_episodes
+
+    dataset_id = f"tests/corrupt-{damage}-v0"
+    make_minari_dataset(dataset_id, rewards=[[1.0, 2.0, 3.0]] * 4)
+    (f,) = (minari_root / "tests" / f"corrupt-{damage}-v0").rglob("*.hdf5")
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\0" * 64)
+    with pytest.raises(DatasetCorruptError, match=f"'{dataset_id}' at .* cannot be read .*corrupt or incomplete"):
+        load_episodes(dataset_id)

@@ -22,7 +22,6 @@ def test_catalog_and_hydra_names_cover_every_target():
             assert {f"decision-seq/{env}/{level}-v0", f"d4rl/{env}/{level}-v2"} <= ids
 
 
-
 def test_catalog_ids_are_unique_and_follow_the_naming_rules():
     entries = catalog()
     assert len({e.dataset_id for e in entries}) == len(entries)

@@ -53,8 +53,16 @@ def _rewards(rows) -> np.ndarray:
     return np.asarray(rows, np.float32) + 1.0
 
 
-def write_d4rl(path: Path, *, next_observations: bool = True, timeouts: bool = True, obs_dim: int = OBS_DIM,
-               drop: tuple[str, ...] = (), rewards_len: int = N, scale: float = 1.0) -> Path:
+def write_d4rl(
+    path: Path,
+    *,
+    next_observations: bool = True,
+    timeouts: bool = True,
+    obs_dim: int = OBS_DIM,
+    drop: tuple[str, ...] = (),
+    rewards_len: int = N,
+    scale: float = 1.0,
+) -> Path:
     """A small D4RL-layout HDF5 file (hopper sizes by default)."""
     rows = np.arange(N)
     with h5py.File(path, "w") as f:
@@ -147,13 +155,16 @@ def test_env_and_level_from_arguments(tmp_path, fresh_minari_root):
     assert dataset.id == "d4rl/hopper/medium-expert-v2"
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("hopper_medium_replay-v2.hdf5", ("hopper", "medium-replay", 2)),
-    ("hopper-medium-replay-v2.hdf5", ("hopper", "medium-replay", 2)),
-    ("walker2d_medium_expert-v2.hdf5", ("walker2d", "medium-expert", 2)),
-    ("halfcheetah-random-v0.pkl", ("halfcheetah", "random", 0)),
-    ("HalfCheetah_expert.hdf5", ("halfcheetah", "expert", None)),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("hopper_medium_replay-v2.hdf5", ("hopper", "medium-replay", 2)),
+        ("hopper-medium-replay-v2.hdf5", ("hopper", "medium-replay", 2)),
+        ("walker2d_medium_expert-v2.hdf5", ("walker2d", "medium-expert", 2)),
+        ("halfcheetah-random-v0.pkl", ("halfcheetah", "random", 0)),
+        ("HalfCheetah_expert.hdf5", ("halfcheetah", "expert", None)),
+    ],
+)
 def test_parse_filename(name, expected):
     assert parse_d4rl_filename(name) == expected
 
@@ -180,10 +191,20 @@ def _trajectories() -> list[dict]:
     term_a = np.zeros(4, bool)
     term_a[-1] = True
     return [
-        {"observations": _obs(rows_a), "next_observations": _next_obs(rows_a), "actions": _actions(rows_a),
-         "rewards": _rewards(rows_a), "terminals": term_a},
-        {"observations": _obs(rows_b), "next_observations": _next_obs(rows_b), "actions": _actions(rows_b),
-         "rewards": _rewards(rows_b), "terminals": np.zeros(5, bool)},
+        {
+            "observations": _obs(rows_a),
+            "next_observations": _next_obs(rows_a),
+            "actions": _actions(rows_a),
+            "rewards": _rewards(rows_a),
+            "terminals": term_a,
+        },
+        {
+            "observations": _obs(rows_b),
+            "next_observations": _next_obs(rows_b),
+            "actions": _actions(rows_b),
+            "rewards": _rewards(rows_b),
+            "terminals": np.zeros(5, bool),
+        },
     ]
 
 
@@ -210,13 +231,16 @@ def test_cli_pickle_without_flag_is_one_line(tmp_path, fresh_minari_root, capsys
     assert err[-1].startswith("decision-seq datasets: error:") and "--allow-pickle" in err[-1]
 
 
-@pytest.mark.parametrize("kind, match", [
-    ("text", "not an HDF5 file"),
-    ("no-rewards", "missing rewards"),
-    ("length", "inconsistent lengths"),
-    ("dims", "observations have 22 features.*Hopper-v5 .* has 11"),
-    ("next-obs", "next_observations has shape"),
-])
+@pytest.mark.parametrize(
+    "kind, match",
+    [
+        ("text", "not an HDF5 file"),
+        ("no-rewards", "missing rewards"),
+        ("length", "inconsistent lengths"),
+        ("dims", "observations have 22 features.*Hopper-v5 .* has 11"),
+        ("next-obs", "next_observations has shape"),
+    ],
+)
 def test_bad_files_are_named_and_explained(tmp_path, fresh_minari_root, kind, match):
     path = tmp_path / "hopper_medium-v2.hdf5"
     if kind == "text":
@@ -227,8 +251,12 @@ def test_bad_files_are_named_and_explained(tmp_path, fresh_minari_root, kind, ma
             del f["next_observations"]
             f["next_observations"] = np.zeros((N, 5), np.float32)
     else:
-        write_d4rl(path, drop=("rewards",) if kind == "no-rewards" else (),
-                   rewards_len=N - 1 if kind == "length" else N, obs_dim=22 if kind == "dims" else OBS_DIM)
+        write_d4rl(
+            path,
+            drop=("rewards",) if kind == "no-rewards" else (),
+            rewards_len=N - 1 if kind == "length" else N,
+            obs_dim=22 if kind == "dims" else OBS_DIM,
+        )
     with pytest.raises(ValueError, match=match) as info:
         import_d4rl(path, progress=False)
     assert str(path) in str(info.value)

@@ -19,8 +19,16 @@ from decision_seq.datasets.sac.workdir import Snapshot, load_replay, load_traini
 ENV = "Pendulum-v1"
 NS = "test-factory"
 # Tiny budget: 500 SAC updates, 3 snapshots; Pendulum episodes are 200 steps, so 400 steps = 2 episodes.
-TINY = dict(train_steps=600, steps_per_level=400, snapshot_every=200, eval_episodes=2, reference_episodes=2,
-            learning_starts=100, seed=0, namespace=NS)
+TINY = dict(
+    train_steps=600,
+    steps_per_level=400,
+    snapshot_every=200,
+    eval_episodes=2,
+    reference_episodes=2,
+    learning_starts=100,
+    seed=0,
+    namespace=NS,
+)
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +115,9 @@ def test_medium_replay_is_the_replay_buffer_prefix(built):
 def test_finished_run_is_reused_and_levels_combine(built, fresh_minari_root):
     state = built.work_dir / "state.json"
     mtime = state.stat().st_mtime_ns
-    report = build_report(ENV, ["random", "medium-expert", "medium"], BuildConfig(**TINY), progress=False,
-                          work_dir=built.work_dir)
+    report = build_report(
+        ENV, ["random", "medium-expert", "medium"], BuildConfig(**TINY), progress=False, work_dir=built.work_dir
+    )
     assert state.stat().st_mtime_ns == mtime  # nothing retrained
     # Same fixed-seed references in every build of this run.
     assert (report.ref_min_score, report.ref_max_score) == (built.ref_min_score, built.ref_max_score)
@@ -157,19 +166,21 @@ def test_resume_after_interruption(built, tmp_path):
         train_behaviour_agent(ENV, BuildConfig(**{**TINY, "train_steps": 800}), work, progress=False)
 
 
-@pytest.mark.parametrize("env_id, levels, overrides, match", [
-    ("NoSuchEnv-v0", "expert", {}, "NoSuchEnv-v0"),
-    ("CartPole-v1", "expert", {}, r"Discrete\(2\).*needs a flat Box"),
-    (ENV, "expert,best", {}, "unknown level 'best'; valid levels: random, medium"),
-    (ENV, "expert", {"train_steps": 0}, "train_steps must be a positive integer"),
-    (ENV, "expert", {"steps_per_level": -5}, "steps_per_level must be a positive integer"),
-    (ENV, "expert", {"learning_starts": 600}, "learning_starts"),
-])
+@pytest.mark.parametrize(
+    "env_id, levels, overrides, match",
+    [
+        ("NoSuchEnv-v0", "expert", {}, "NoSuchEnv-v0"),
+        ("CartPole-v1", "expert", {}, r"Discrete\(2\).*needs a flat Box"),
+        (ENV, "expert,best", {}, "unknown level 'best'; valid levels: random, medium"),
+        (ENV, "expert", {"train_steps": 0}, "train_steps must be a positive integer"),
+        (ENV, "expert", {"steps_per_level": -5}, "steps_per_level must be a positive integer"),
+        (ENV, "expert", {"learning_starts": 600}, "learning_starts"),
+    ],
+)
 def test_bad_input_is_refused_before_training(env_id, levels, overrides, match, tmp_path, fresh_minari_root):
     work = tmp_path / "work"
     with pytest.raises(ValueError, match=match):
-        build_report(env_id, parse_levels(levels), BuildConfig(**{**TINY, **overrides}), progress=False,
-                     work_dir=work)
+        build_report(env_id, parse_levels(levels), BuildConfig(**{**TINY, **overrides}), progress=False, work_dir=work)
     assert not work.exists()
 
 
@@ -186,8 +197,7 @@ def test_existing_dataset_refused_then_overwritten(built, tmp_path, fresh_minari
     assert {p.name: p.stat().st_mtime_ns for p in data_dir.iterdir()} == before
     assert minari.load_dataset(dataset_id).total_steps == 3
 
-    report = build_report(ENV, ["expert"], BuildConfig(**TINY), overwrite=True, progress=False,
-                          work_dir=built.work_dir)
+    report = build_report(ENV, ["expert"], BuildConfig(**TINY), overwrite=True, progress=False, work_dir=built.work_dir)
     assert [s.level for s in report.levels] == ["expert"]
     replaced = minari.load_dataset(report.levels[0].dataset_id)
     assert replaced.total_steps == 400 and replaced.storage.metadata["algorithm_name"].startswith("SAC")

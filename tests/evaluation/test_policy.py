@@ -18,8 +18,16 @@ S, A = 3, 2
 
 def _model(backbone: str, discrete: bool = False, dtype=torch.float64, **backbone_kwargs) -> TrajectoryModel:
     torch.manual_seed(0)
-    model = TrajectoryModel(state_dim=S, action_dim=A, discrete=discrete, embed_dim=16, max_ep_len=64, dropout=0.0,
-                            backbone=backbone, backbone_kwargs=backbone_kwargs)
+    model = TrajectoryModel(
+        state_dim=S,
+        action_dim=A,
+        discrete=discrete,
+        embed_dim=16,
+        max_ep_len=64,
+        dropout=0.0,
+        backbone=backbone,
+        backbone_kwargs=backbone_kwargs,
+    )
     return model.to(dtype).eval()
 
 
@@ -88,10 +96,25 @@ def test_mamba_recurrent_equals_window_within_context(discrete):
 def test_recurrent_rollout_equals_window_on_short_episodes():
     """CountdownEnv episodes last 3..7 steps < K: recurrent and window give the same returns."""
     torch.manual_seed(0)
-    model = TrajectoryModel(state_dim=2, action_dim=1, embed_dim=16, max_ep_len=64, dropout=0.0,
-                            backbone="mamba", backbone_kwargs={"n_layer": 2}).eval()
-    args = dict(targets=[10.0, 2.0], episodes=6, context_len=8, obs_mean=np.zeros(2), obs_std=np.ones(2),
-                rtg_scale=10.0, seed=0, progress=False)
+    model = TrajectoryModel(
+        state_dim=2,
+        action_dim=1,
+        embed_dim=16,
+        max_ep_len=64,
+        dropout=0.0,
+        backbone="mamba",
+        backbone_kwargs={"n_layer": 2},
+    ).eval()
+    args = dict(
+        targets=[10.0, 2.0],
+        episodes=6,
+        context_len=8,
+        obs_mean=np.zeros(2),
+        obs_std=np.ones(2),
+        rtg_scale=10.0,
+        seed=0,
+        progress=False,
+    )
     window = rollout(model, CountdownEnv, mode="window", **args)
     recurrent = rollout(model, CountdownEnv, mode="recurrent", **args)
     for t in window:

@@ -32,13 +32,28 @@ class CountdownEnv(gym.Env):
 
 def _model():
     torch.manual_seed(0)
-    return TrajectoryModel(state_dim=2, action_dim=1, embed_dim=16, max_ep_len=64, dropout=0.0,
-                           backbone="transformer", backbone_kwargs={"n_layer": 1}).eval()
+    return TrajectoryModel(
+        state_dim=2,
+        action_dim=1,
+        embed_dim=16,
+        max_ep_len=64,
+        dropout=0.0,
+        backbone="transformer",
+        backbone_kwargs={"n_layer": 1},
+    ).eval()
 
 
 def _run(model, **kw):
-    args = dict(targets=[10.0, 2.0], episodes=6, context_len=4, obs_mean=np.zeros(2), obs_std=np.ones(2),
-                rtg_scale=10.0, seed=0, progress=False)
+    args = dict(
+        targets=[10.0, 2.0],
+        episodes=6,
+        context_len=4,
+        obs_mean=np.zeros(2),
+        obs_std=np.ones(2),
+        rtg_scale=10.0,
+        seed=0,
+        progress=False,
+    )
     args.update(kw)
     return rollout(model, CountdownEnv, **args)
 

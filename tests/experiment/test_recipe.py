@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,12 +15,33 @@ from tests.helpers import TINY, cli, read_results
 @pytest.mark.parametrize("model", ["dt", "dmamba"])
 def test_train_writes_results_and_checkpoint(model, pendulum_dataset_id, tmp_path):
     run = tmp_path / model
-    proc = cli("train", f"model={model}", "seed=3", "trainer.steps=20", "eval.every=10", "logger=none",
-               f"hydra.run.dir={run}", *TINY)
+    proc = cli(
+        "train",
+        f"model={model}",
+        "seed=3",
+        "trainer.steps=20",
+        "eval.every=10",
+        "logger=none",
+        f"hydra.run.dir={run}",
+        *TINY,
+    )
     res = read_results(run)
     assert res["status"] == "completed"
-    for key in ("config", "versions", "git_commit", "dataset", "backbone", "seed", "steps", "wall_time_sec",
-                "throughput", "evaluations", "final", "best", "protocol"):
+    for key in (
+        "config",
+        "versions",
+        "git_commit",
+        "dataset",
+        "backbone",
+        "seed",
+        "steps",
+        "wall_time_sec",
+        "throughput",
+        "evaluations",
+        "final",
+        "best",
+        "protocol",
+    ):
         assert key in res, key
     assert res["backbone"] == {"dt": "transformer", "dmamba": "mamba"}[model]
     assert res["seed"] == 3 and res["steps"] == 20
@@ -45,8 +67,16 @@ def test_train_writes_results_and_checkpoint(model, pendulum_dataset_id, tmp_pat
 @pytest.mark.slow  # ~8 s; the sweep tests cover multiruns in the fast suite
 def test_multirun_two_jobs_and_sweep_table(pendulum_dataset_id, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = cli("train", "-m", "model=dt,dmamba", "trainer.steps=6", "eval.every=0", "logger=none",
-               f"hydra.sweep.dir={sweep}", *TINY)
+    proc = cli(
+        "train",
+        "-m",
+        "model=dt,dmamba",
+        "trainer.steps=6",
+        "eval.every=0",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+        *TINY,
+    )
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0_dt_pendulum-mixed_seed0", "1_dmamba_pendulum-mixed_seed0"]
     assert {read_results(j)["backbone"] for j in jobs} == {"transformer", "mamba"}
@@ -74,7 +104,7 @@ def test_eval_checkpoint_and_bad_checkpoint(pendulum_dataset_id, tmp_path):
     assert res["steps"] == 5 and [len(r["returns"]) for r in res["evaluations"][0]["results"]] == [3, 3]
     # the same seeds give the same returns as the training run's final evaluation (first 2 episodes)
     train_res = read_results(run)["evaluations"][-1]["results"]
-    for a, b in zip(res["evaluations"][0]["results"], train_res):
+    for a, b in zip(res["evaluations"][0]["results"], train_res, strict=True):
         assert a["returns"][:2] == pytest.approx(b["returns"])
 
     bad = tmp_path / "bad.pt"
@@ -108,3 +138,16 @@ def test_download_without_network_is_one_clear_error(monkeypatch):
     with pytest.raises(RemoteUnavailableError, match=r"could not reach the Minari remote \(offline\?\)"):
         load_minari_dataset("mujoco/hopper/medium-v0", download=True)
     assert RemoteUnavailableError in user_errors()
+
+
+def test_target_outside_dataset_returns_warns():
+    from decision_seq.data.episodes import episodes_from_arrays
+    from decision_seq.experiment.evaluate import check_targets
+
+    rewards = [np.full(10, 1.0), np.full(10, 3.0)]  # episode returns 10 and 30
+    eps = episodes_from_arrays(
+        observations=[np.zeros((11, 2))] * 2, actions=[np.zeros((10, 1))] * 2, rewards=rewards, dataset_id="toy"
+    )
+    assert check_targets([10, 30, 60], eps) == []
+    warnings = check_targets([5, 61], eps)
+    assert len(warnings) == 2 and "sensible targets lie in [10, 60]" in warnings[0]

@@ -14,12 +14,23 @@ from hydra import compose, initialize_config_module
 from tests.helpers import cli
 
 # The smoke preset made tinier still; threads are left to the launcher logic (decision_seq/experiment/resources.py).
-TINIER = ["trainer.steps=10", "eval.every=5", "eval.episodes=2", "eval.targets=[-150,-600]", "model.context_len=4",
-          "model.net.embed_dim=16", "trainer.batch_size=8", "trainer.progress=false", "trainer.device=cpu"]
+TINIER = [
+    "trainer.steps=10",
+    "eval.every=5",
+    "eval.episodes=2",
+    "eval.targets=[-150,-600]",
+    "model.context_len=4",
+    "model.net.embed_dim=16",
+    "trainer.batch_size=8",
+    "trainer.progress=false",
+    "trainer.device=cpu",
+]
 
 
 def _job_results(sweep: Path) -> dict[str, dict]:
-    return {p.name: json.loads((p / "results.json").read_text()) for p in sorted(sweep.iterdir()) if (p / ".hydra").is_dir()}
+    return {
+        p.name: json.loads((p / "results.json").read_text()) for p in sorted(sweep.iterdir()) if (p / ".hydra").is_dir()
+    }
 
 
 def _leaderboard_cells(sweep: Path, out: Path) -> list[dict]:
@@ -32,7 +43,12 @@ def _check_smoke_sweep(sweep: Path, tmp_path: Path) -> None:
     jobs = _job_results(sweep)
     assert len(jobs) == 4, list(jobs)
     assert all(r["status"] == "completed" for r in jobs.values())
-    assert sorted((r["model"], r["seed"]) for r in jobs.values()) == [("dmamba", 0), ("dmamba", 1), ("dt", 0), ("dt", 1)]
+    assert sorted((r["model"], r["seed"]) for r in jobs.values()) == [
+        ("dmamba", 0),
+        ("dmamba", 1),
+        ("dt", 0),
+        ("dt", 1),
+    ]
     cells = _leaderboard_cells(sweep, tmp_path / "board")
     assert sorted(c["model"] for c in cells) == ["dmamba", "dt"]
     for cell in cells:
@@ -44,8 +60,16 @@ def _check_smoke_sweep(sweep: Path, tmp_path: Path) -> None:
 
 def test_smoke_preset_through_joblib_then_leaderboard(pendulum_dataset_id, tmp_path):
     sweep = tmp_path / "joblib"
-    proc = cli("train", "-m", "+experiment=smoke", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-               f"hydra.sweep.dir={sweep}", *TINIER, timeout=600)
+    proc = cli(
+        "train",
+        "-m",
+        "+experiment=smoke",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={sweep}",
+        *TINIER,
+        timeout=600,
+    )
     _check_smoke_sweep(sweep, tmp_path)
     assert f"decision-seq leaderboard {sweep}" in proc.stdout.replace("\n", "")
     # Two jobs share the 2-core box: each takes cores // 2 threads instead of all of them.
@@ -57,8 +81,17 @@ def test_smoke_preset_through_joblib_then_leaderboard(pendulum_dataset_id, tmp_p
 def test_smoke_preset_through_submitit_local_executor(pendulum_dataset_id, tmp_path):
     sweep = tmp_path / "submitit"
     # submitit's local executor starts all 4 jobs at once: one torch thread each on the 2-core box
-    cli("train", "-m", "experiment=smoke", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-        f"hydra.sweep.dir={sweep}", *TINIER, "trainer.num_threads=1", timeout=600)
+    cli(
+        "train",
+        "-m",
+        "experiment=smoke",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        f"hydra.sweep.dir={sweep}",
+        *TINIER,
+        "trainer.num_threads=1",
+        timeout=600,
+    )
     _check_smoke_sweep(sweep, tmp_path)
     assert (sweep / ".submitit").is_dir()  # the jobs really went through submitit
 
@@ -68,8 +101,17 @@ def test_failed_job_does_not_stop_the_others(pendulum_dataset_id, tmp_path, laun
     sweep = tmp_path / launcher
     extra = [] if launcher == "basic" else ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     # job 0 names a dataset that does not exist; job 1 is fine
-    proc = cli("train", "-m", f"dataset.id=no/such/dataset-v0,{pendulum_dataset_id}", "logger=none",
-               f"hydra.sweep.dir={sweep}", *extra, *TINIER, check=False, timeout=600)
+    proc = cli(
+        "train",
+        "-m",
+        f"dataset.id=no/such/dataset-v0,{pendulum_dataset_id}",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+        *extra,
+        *TINIER,
+        check=False,
+        timeout=600,
+    )
     assert proc.returncode != 0
     jobs = _job_results(sweep)
     bad, good = jobs["0_dt_pendulum-mixed_seed0"], jobs["1_dt_pendulum-mixed_seed0"]
@@ -82,12 +124,22 @@ def test_failed_job_does_not_stop_the_others(pendulum_dataset_id, tmp_path, laun
     assert [int(c["n_seeds"]) for c in cells] == [1]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,
-                    reason="the optional Ray launcher is not installed (pip install 'decision-seq[ray]')")
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,
+    reason="the optional Ray launcher is not installed (pip install 'decision-seq[ray]')",
+)
 def test_smoke_preset_through_local_ray(pendulum_dataset_id, tmp_path):
     sweep = tmp_path / "ray"
-    cli("train", "-m", "experiment=smoke", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
-        f"hydra.sweep.dir={sweep}", *TINIER, timeout=900)
+    cli(
+        "train",
+        "-m",
+        "experiment=smoke",
+        "hydra/launcher=ray",
+        "+hydra.launcher.ray.init.num_cpus=2",
+        f"hydra.sweep.dir={sweep}",
+        *TINIER,
+        timeout=900,
+    )
     _check_smoke_sweep(sweep, tmp_path)
 
 
@@ -125,7 +177,9 @@ def test_launcher_configs_compose(monkeypatch, cpus, gpus, expected_jobs):
         assert "JoblibLauncher" in local._target_ and local.n_jobs == expected_jobs
 
 
-@pytest.mark.parametrize("job_num,gpus,expected_device", [(0, 2, "cuda:0"), (3, 2, "cuda:1"), (5, 0, "auto"), (1, 1, "auto")])
+@pytest.mark.parametrize(
+    "job_num,gpus,expected_device", [(0, 2, "cuda:0"), (3, 2, "cuda:1"), (5, 0, "auto"), (1, 1, "auto")]
+)
 def test_parallel_jobs_split_gpus_and_threads(monkeypatch, job_num, gpus, expected_device):
     from decision_seq.experiment import resources as launch
 

@@ -21,7 +21,10 @@ BAD_VALUES = [
     (["model.context_len=0"], "model.context_len=0: must be an integer >= 1"),
     (["eval.episodes=0"], "eval.episodes=0: must be an integer >= 1"),
     (["dataset.targets=[]"], "dataset.targets=[]: give a non-empty list of target returns"),
-    (["dataset.targets=[abc]"], "Value 'abc' of type 'str' could not be converted to Float full_key: dataset.targets[0]"),
+    (
+        ["dataset.targets=[abc]"],
+        "Value 'abc' of type 'str' could not be converted to Float full_key: dataset.targets[0]",
+    ),
     (["dataset.rtg_scale=0"], "dataset.rtg_scale=0.0: must be a finite number > 0"),
     (["trainer.lr=-1"], "trainer.lr=-1.0: must be a finite number > 0"),
     (["trainer.grad_clip=nan"], "trainer.grad_clip=nan: must be a finite number > 0"),
@@ -60,7 +63,7 @@ def watched_loader(monkeypatch):
         raise AssertionError("a dataset was loaded for a config that is invalid")
 
     monkeypatch.setattr(episodes_mod, "load_minari_dataset", loader)
-    monkeypatch.setattr(recipe, "load_minari_dataset", loader)
+    monkeypatch.setattr(recipe, "load_episodes", loader)
     return calls
 
 
@@ -70,8 +73,7 @@ def load_time(minari_root) -> float:
     error must beat."""
     from decision_seq.datasets.builtin import build_pendulum_mixed
 
-    build_pendulum_mixed("tests/pendulum-200-v0", num_episodes=200, seed=1, num_reference_episodes=2,
-                         progress=False)
+    build_pendulum_mixed("tests/pendulum-200-v0", num_episodes=200, seed=1, num_reference_episodes=2, progress=False)
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
@@ -96,8 +98,9 @@ def warm() -> None:
 
 
 @pytest.mark.parametrize("overrides,message", BAD_VALUES, ids=[" ".join(o) for o, _ in BAD_VALUES])
-def test_bad_value_is_one_line_exit_2_before_any_load(overrides, message, warm, watched_loader, load_time, tmp_path,
-                                                      capsys):
+def test_bad_value_is_one_line_exit_2_before_any_load(
+    overrides, message, warm, watched_loader, load_time, tmp_path, capsys
+):
     args = ["train", *overrides, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     capsys.readouterr()
     t0 = time.perf_counter()
@@ -128,9 +131,11 @@ def test_output_dir_under_a_file_is_one_line(tmp_path, watched_loader, capsys):
 
 
 def test_eval_bad_values(tmp_path, capsys):
-    for overrides, message in [([f"checkpoint={tmp_path / 'nope.pt'}"], "no such file or run dir"),
-                               ([f"checkpoint={tmp_path}", "eval.episodes=0"], "eval.episodes=0"),
-                               ([f"checkpoint={tmp_path}", "device=gpu9"], "device=gpu9: valid devices")]:
+    for overrides, message in [
+        ([f"checkpoint={tmp_path / 'nope.pt'}"], "no such file or run dir"),
+        ([f"checkpoint={tmp_path}", "eval.episodes=0"], "eval.episodes=0"),
+        ([f"checkpoint={tmp_path}", "device=gpu9"], "device=gpu9: valid devices"),
+    ]:
         with pytest.raises(SystemExit) as exit_:
             main(["eval", *overrides, f"hydra.run.dir={tmp_path / 'run'}"])
         err = capsys.readouterr().err
@@ -139,16 +144,24 @@ def test_eval_bad_values(tmp_path, capsys):
 
 def test_every_shipped_config_is_valid():
     """The defaults and every preset pass the validation they are held to."""
-    for overrides in ([], ["model=dmamba"], ["experiment=demo"], ["experiment=smoke"], ["experiment=dt-paper"],
-                      ["experiment=dmamba-paper"], ["model=dmamba", "eval.mode=recurrent"]):
+    for overrides in (
+        [],
+        ["model=dmamba"],
+        ["experiment=demo"],
+        ["experiment=smoke"],
+        ["experiment=dt-paper"],
+        ["experiment=dmamba-paper"],
+        ["model=dmamba", "eval.mode=recurrent"],
+    ):
         validate_train_config(compose_train(overrides))
 
 
 def test_several_bad_values_are_named_together():
     with pytest.raises(ConfigError) as err:
         validate_train_config(compose_train(["trainer.steps=0", "eval.episodes=0"]))
-    assert str(err.value) == ("trainer.steps=0: must be an integer >= 1; "
-                              "eval.episodes=0: must be an integer >= 1 (episodes per target)")
+    assert str(err.value) == (
+        "trainer.steps=0: must be an integer >= 1; eval.episodes=0: must be an integer >= 1 (episodes per target)"
+    )
 
 
 def test_explicit_eval_targets_are_checked_under_their_own_key():

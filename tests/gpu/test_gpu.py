@@ -23,18 +23,15 @@ import torch
 
 from decision_seq.models.backbones.mamba import MambaBackbone, MambaMixer
 from decision_seq.models.ops.kernels import load_kernels
+from tests.helpers import TINY
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 TOL = {torch.float32: (6e-4, 2e-3), torch.bfloat16: (3e-2, 5e-2)}  # (rtol, atol)
 
-# Small training runs on the built-in Pendulum dataset (conftest's pendulum_dataset_id), as in
-# tests/test_train.py but on CUDA.
-GPU_TINY = [
-    "model.context_len=5", "model.net.embed_dim=16", "model.net.backbone_kwargs.n_layer=1",
-    "trainer.batch_size=8", "trainer.warmup_steps=5", "trainer.log_every=5", "trainer.progress=false",
-    "eval.episodes=2", "eval.targets=[-150,-600]", "trainer.device=cuda", "logger=none",
-]
+# Small training runs on the built-in Pendulum dataset (conftest's pendulum_dataset_id): TINY, on CUDA.
+GPU_TINY = [o for o in TINY if not o.startswith(("trainer.device=", "trainer.num_threads="))]
+GPU_TINY += ["trainer.device=cuda", "logger=none"]
 
 
 @pytest.fixture
@@ -57,8 +54,9 @@ def no_tf32():
 
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, "-m", "decision_seq", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "decision_seq", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
     if proc.returncode != 0:
         raise AssertionError(f"decision-seq {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -169,8 +167,16 @@ def test_step_matches_forward_on_cuda(path, request):
 @pytest.mark.parametrize("model", ["dt", "dmamba"])
 def test_cli_training_on_cuda(model, compile, pendulum_dataset_id, tmp_path):
     run = tmp_path / model
-    cli("train", f"model={model}", "trainer.steps=20", "eval.every=10", "trainer.bf16=true",
-        f"trainer.compile={str(compile).lower()}", f"hydra.run.dir={run}", *GPU_TINY)
+    cli(
+        "train",
+        f"model={model}",
+        "trainer.steps=20",
+        "eval.every=10",
+        "trainer.bf16=true",
+        f"trainer.compile={str(compile).lower()}",
+        f"hydra.run.dir={run}",
+        *GPU_TINY,
+    )
     res = read_results(run)
     assert res["status"] == "completed" and res["steps"] == 20
     assert res["device"].startswith("cuda")

@@ -29,7 +29,7 @@ def percentile_by_hand(values: list[float], q: float) -> float:
 def trimmed_mean_by_hand(values: list[float]) -> float:
     v = sorted(values)
     cut = len(v) // 4  # int(0.25 * n)
-    kept = v[cut:len(v) - cut]
+    kept = v[cut : len(v) - cut]
     return sum(kept) / len(kept)
 
 
@@ -47,8 +47,9 @@ def stratified_replicates_by_hand(tasks: list[list[float]], aggregate: str, reps
     return out
 
 
-def ci_by_hand(tasks: list[list[float]], aggregate: str = "mean", reps: int = 2000,
-               seed: int = 0) -> tuple[float, float]:
+def ci_by_hand(
+    tasks: list[list[float]], aggregate: str = "mean", reps: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     reps_ = stratified_replicates_by_hand(tasks, aggregate, reps, seed)
     return percentile_by_hand(reps_, 2.5), percentile_by_hand(reps_, 97.5)
 
@@ -57,10 +58,19 @@ def ci_by_hand(tasks: list[list[float]], aggregate: str = "mean", reps: int = 20
 # Synthetic results.json
 
 
-def make_results(dataset_id: str = "d4rl/hopper/medium-replay-v2", model: str = "dt", seed: int = 0,
-                 last: float = 50.0, best: float | None = None, status: str = "completed", normalized: bool = True,
-                 dataset_score: float = 40.0, steps: int = 1000, curve: list[float] | None = None,
-                 **protocol: object) -> dict:
+def make_results(
+    dataset_id: str = "d4rl/hopper/medium-replay-v2",
+    model: str = "dt",
+    seed: int = 0,
+    last: float = 50.0,
+    best: float | None = None,
+    status: str = "completed",
+    normalized: bool = True,
+    dataset_score: float = 40.0,
+    steps: int = 1000,
+    curve: list[float] | None = None,
+    **protocol: object,
+) -> dict:
     """A minimal valid results.json dict; `curve`: eval scores at steps spaced evenly up to `steps`;
     `protocol`: overrides of the protocol keys."""
     best = last if best is None else best
@@ -72,15 +82,37 @@ def make_results(dataset_id: str = "d4rl/hopper/medium-replay-v2", model: str = 
         evals.append({"step": (i + 1) * every, "results": [row], "metrics": {}})
 
     def summary(s: float) -> dict:
-        return {"score": s, "target": 3600.0, "step": steps,
-                "per_target": [{"target": 3600.0, "mean_return": s * 10, "mean_normalized": s if normalized else None}]}
+        return {
+            "score": s,
+            "target": 3600.0,
+            "step": steps,
+            "per_target": [{"target": 3600.0, "mean_return": s * 10, "mean_normalized": s if normalized else None}],
+        }
 
-    proto = {"targets": [3600, 1800], "episodes": 10, "mode": "window", "eval_every": 500, "steps": steps,
-             "context_len": 20, "rtg_scale": 1000.0, "dataset_id": dataset_id} | protocol
-    res = {"status": status, "model": model, "backbone": {"dt": "transformer", "dmamba": "mamba"}.get(model, model),
-           "seed": seed, "dataset": {"id": dataset_id, "name": dataset_id.split("/")[-1],
-                                     "normalized_score_mean": dataset_score if normalized else None},
-           "protocol": proto, "versions": {}, "evaluations": evals}
+    proto = {
+        "targets": [3600, 1800],
+        "episodes": 10,
+        "mode": "window",
+        "eval_every": 500,
+        "steps": steps,
+        "context_len": 20,
+        "rtg_scale": 1000.0,
+        "dataset_id": dataset_id,
+    } | protocol
+    res = {
+        "status": status,
+        "model": model,
+        "backbone": {"dt": "transformer", "dmamba": "mamba"}.get(model, model),
+        "seed": seed,
+        "dataset": {
+            "id": dataset_id,
+            "name": dataset_id.split("/")[-1],
+            "normalized_score_mean": dataset_score if normalized else None,
+        },
+        "protocol": proto,
+        "versions": {},
+        "evaluations": evals,
+    }
     if status == "completed":
         res |= {"final": summary(last), "best": summary(best)}
     else:
@@ -109,9 +141,21 @@ def make_sweep(root: Path) -> Path:
     """dt on two D4RL sets (4 seeds each) and dmamba on one of our rebuilds (2 seeds) under `root`."""
     for s, (lst, bst) in enumerate(zip(HOPPER_LAST, HOPPER_BEST, strict=True)):
         write_run(root, f"dt_hopper_{s}", seed=s, last=lst, best=bst, curve=[lst / 2, lst])
-        write_run(root, f"dt_walker_{s}", dataset_id="d4rl/walker2d/medium-v2", seed=s, last=WALKER_LAST[s],
-                  dataset_score=60.0)
+        write_run(
+            root,
+            f"dt_walker_{s}",
+            dataset_id="d4rl/walker2d/medium-v2",
+            seed=s,
+            last=WALKER_LAST[s],
+            dataset_score=60.0,
+        )
     for s in range(2):
-        write_run(root, f"dm_hopper_{s}", dataset_id="decision-seq/hopper/medium-v0", model="dmamba", seed=s,
-                  last=70.0 + 10 * s)
+        write_run(
+            root,
+            f"dm_hopper_{s}",
+            dataset_id="decision-seq/hopper/medium-v0",
+            model="dmamba",
+            seed=s,
+            last=70.0 + 10 * s,
+        )
     return root

@@ -15,8 +15,11 @@ from tests.leaderboard.helpers import HOPPER_LAST, WALKER_LAST, ci_by_hand, make
 def test_rows_and_aggregates_by_hand(tmp_path):
     lb = build_leaderboard([make_sweep(tmp_path / "sweep")], reps=400, seed=3)
     cells = {(c.dataset_id, c.model): c for c in lb.cells}
-    assert sorted(cells) == [("d4rl/hopper/medium-replay-v2", "dt"), ("d4rl/walker2d/medium-v2", "dt"),
-                             ("decision-seq/hopper/medium-v0", "dmamba")]
+    assert sorted(cells) == [
+        ("d4rl/hopper/medium-replay-v2", "dt"),
+        ("d4rl/walker2d/medium-v2", "dt"),
+        ("decision-seq/hopper/medium-v0", "dmamba"),
+    ]
     hop = cells[("d4rl/hopper/medium-replay-v2", "dt")]
     assert hop.variant == "" and hop.last.n == 4 and hop.last.mean == pytest.approx(30.0)
     assert (hop.last.ci_low, hop.last.ci_high) == pytest.approx(ci_by_hand([HOPPER_LAST], reps=400, seed=3))

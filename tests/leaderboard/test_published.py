@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from decision_seq.leaderboard.published import DT_SOURCES, PUBLISHED_DMAMBA, PUBLISHED_DT, published_for
+from tests.helpers import compose_train
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "published-scores.md"
 
@@ -18,7 +19,7 @@ def doc_table(header_start: str) -> tuple[list[str], dict[str, list[str]]]:
     start = next(i for i, line in enumerate(lines) if line.startswith(f"| {header_start} |"))
     cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
     rows = {}
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         first, *rest = cells(line)
@@ -64,4 +65,7 @@ def test_reference_returns_and_targets_match_the_doc():
     assert set(returns) == set(targets) == set(D4RL_ENVS)
     for name, env in D4RL_ENVS.items():
         assert [float(v) for v in returns[name]] == [env.ref_min_score, env.ref_max_score], name
-        assert tuple(float(t) for t in targets[name][0].split(",")) == env.dt_targets, name
+        # the DT paper's targets live in the dataset configs (one per level, all the same per env)
+        for level in ("medium", "medium-replay", "medium-expert"):
+            cfg = compose_train([f"dataset=d4rl-{name}-{level}"]).dataset
+            assert tuple(float(t) for t in targets[name][0].split(",")) == tuple(cfg.targets), (name, level)

@@ -59,7 +59,8 @@ def test_table_values_exact(sweep, capsys):
     assert dt.last_iqm == pytest.approx((30 + 50 + 60 + 70) / 4)
     assert (dt.last_ci_low, dt.last_ci_high) == pytest.approx(ci_by_hand([HOPPER_LAST, WALKER_LAST], "mean", 400, 3))
     assert (dt.last_iqm_ci_low, dt.last_iqm_ci_high) == pytest.approx(
-        ci_by_hand([HOPPER_LAST, WALKER_LAST], "iqm", 400, 3))
+        ci_by_hand([HOPPER_LAST, WALKER_LAST], "iqm", 400, 3)
+    )
     assert trimmed_mean_by_hand(pooled) == pytest.approx(dt.last_iqm)
 
     text = capsys.readouterr().out

@@ -45,14 +45,16 @@ def test_wandb_dir(tmp_path: Path):
     # an online-style run dir with files/wandb-summary.json and config.yaml
     wb = tmp_path / "wandb" / "run-20250101_120000-abc123" / "files"
     wb.mkdir(parents=True)
-    (wb / "wandb-summary.json").write_text(json.dumps(
-        {"final/score": 61.0, "best/score": 70.0, "dataset/mean_normalized_score": 40.0}))
+    (wb / "wandb-summary.json").write_text(
+        json.dumps({"final/score": 61.0, "best/score": 70.0, "dataset/mean_normalized_score": 40.0})
+    )
     (wb / "config.yaml").write_text(
         "_wandb:\n  value: {cli_version: 0.31.0}\n"
         "model:\n  value: {name: dt, context_len: 20, net: {backbone: transformer}}\n"
         "dataset:\n  value: {id: d4rl/hopper/medium-replay-v2, name: hopper-medium-replay, rtg_scale: 1000.0}\n"
         "eval:\n  value: {targets: [3600, 1800], episodes: 10, every: 500, mode: window}\n"
-        "trainer:\n  value: {steps: 1000}\nseed:\n  value: 4\n")
+        "trainer:\n  value: {steps: 1000}\nseed:\n  value: 4\n"
+    )
     # our run dir: the offline wandb dir inside it adds nothing; its results.json is read instead
     run = write_run(tmp_path / "outputs", "r", seed=1, last=51.0)
     (run / "wandb" / "offline-run-20250101_120001-def456").mkdir(parents=True)

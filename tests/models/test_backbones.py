@@ -48,8 +48,7 @@ def test_registry_lists_the_backbones():
 
 
 def test_protocol_members_are_read_off_the_protocol():
-    assert BACKBONE_MEMBERS == ("constant_time_step", "forward", "forward_last", "init_state", "step",
-                                "token_features")
+    assert BACKBONE_MEMBERS == ("constant_time_step", "forward", "forward_last", "init_state", "step", "token_features")
 
 
 def test_register_refuses_a_class_missing_members(monkeypatch):
@@ -68,8 +67,9 @@ def test_register_refuses_a_class_missing_members(monkeypatch):
     refused = r"'nostep' \(.*NoStep\) does not satisfy the Backbone protocol: missing step \("
     with pytest.raises(TypeError, match=refused):
         register_backbone("nostep")(NoStep)
-    with pytest.raises(TypeError, match="missing constant_time_step, forward, forward_last, init_state, step, "
-                                        "token_features"):
+    with pytest.raises(
+        TypeError, match="missing constant_time_step, forward, forward_last, init_state, step, token_features"
+    ):
         register_backbone("bare")(Bare)
     with pytest.raises(TypeError, match="is not an nn.Module class"):
         register_backbone("plain")(type("Plain", (), {name: None for name in BACKBONE_MEMBERS}))

@@ -13,18 +13,34 @@ BACKBONE_KW = {"transformer": {"n_layer": 2, "n_head": 2}, "mamba": {"n_layer": 
 
 def _model(backbone: str, discrete: bool = False, **kw) -> TrajectoryModel:
     torch.manual_seed(0)
-    return TrajectoryModel(state_dim=3, action_dim=4 if discrete else 2, discrete=discrete, embed_dim=16,
-                           max_ep_len=50, dropout=0.0, backbone=backbone, backbone_kwargs=BACKBONE_KW[backbone],
-                           action_low=None if discrete else [-2.0, 0.0], action_high=None if discrete else [2.0, 1.0],
-                           **kw).double().eval()
+    return (
+        TrajectoryModel(
+            state_dim=3,
+            action_dim=4 if discrete else 2,
+            discrete=discrete,
+            embed_dim=16,
+            max_ep_len=50,
+            dropout=0.0,
+            backbone=backbone,
+            backbone_kwargs=BACKBONE_KW[backbone],
+            action_low=None if discrete else [-2.0, 0.0],
+            action_high=None if discrete else [2.0, 1.0],
+            **kw,
+        )
+        .double()
+        .eval()
+    )
 
 
 def _batch(B=3, K=6, discrete=False, seed=1):
     g = torch.Generator().manual_seed(seed)
     return {
         "states": torch.randn(B, K, 3, generator=g, dtype=torch.float64),
-        "actions": (torch.randint(0, 4, (B, K), generator=g) if discrete
-                    else torch.randn(B, K, 2, generator=g, dtype=torch.float64)),
+        "actions": (
+            torch.randint(0, 4, (B, K), generator=g)
+            if discrete
+            else torch.randn(B, K, 2, generator=g, dtype=torch.float64)
+        ),
         "returns_to_go": torch.randn(B, K, 1, generator=g, dtype=torch.float64),
         "timesteps": torch.arange(K).expand(B, K).clone(),
         "mask": torch.ones(B, K, dtype=torch.bool),
@@ -35,28 +51,69 @@ def _batch(B=3, K=6, discrete=False, seed=1):
 
 # Parameter and buffer names and shapes that checkpoints hold (state_dim 3, embed_dim 16, max_ep_len 50,
 # 2 layers). Renaming one breaks every existing checkpoint: change them only with a checkpoint migration.
-_EMBED = {"embed_timestep.weight": (50, 16), "embed_return.weight": (16, 1), "embed_return.bias": (16,),
-          "embed_state.weight": (16, 3), "embed_state.bias": (16,), "embed_ln.weight": (16,), "embed_ln.bias": (16,)}
-_CONTINUOUS = {"action_scale": (2,), "action_bias": (2,), "embed_action.weight": (16, 2), "embed_action.bias": (16,),
-               "predict_action.0.weight": (2, 16), "predict_action.0.bias": (2,)}
+_EMBED = {
+    "embed_timestep.weight": (50, 16),
+    "embed_return.weight": (16, 1),
+    "embed_return.bias": (16,),
+    "embed_state.weight": (16, 3),
+    "embed_state.bias": (16,),
+    "embed_ln.weight": (16,),
+    "embed_ln.bias": (16,),
+}
+_CONTINUOUS = {
+    "action_scale": (2,),
+    "action_bias": (2,),
+    "embed_action.weight": (16, 2),
+    "embed_action.bias": (16,),
+    "predict_action.0.weight": (2, 16),
+    "predict_action.0.bias": (2,),
+}
 _DISCRETE = {"embed_action.weight": (4, 16), "predict_action.weight": (4, 16), "predict_action.bias": (4,)}
-_TRANSFORMER_BLOCK = {"ln_1.weight": (16,), "ln_1.bias": (16,), "attn.qkv.weight": (48, 16), "attn.qkv.bias": (48,),
-                      "attn.proj.weight": (16, 16), "attn.proj.bias": (16,), "ln_2.weight": (16,), "ln_2.bias": (16,),
-                      "mlp.net.0.weight": (64, 16), "mlp.net.0.bias": (64,), "mlp.net.2.weight": (16, 64),
-                      "mlp.net.2.bias": (16,)}
-_MAMBA_BLOCK = {"norm_mixer.weight": (16,), "norm_mixer.bias": (16,), "mixer.A_log": (32, 4), "mixer.D": (32,),
-                "mixer.in_proj.weight": (64, 16), "mixer.conv1d.weight": (32, 1, 4), "mixer.conv1d.bias": (32,),
-                "mixer.x_proj.weight": (9, 32), "mixer.dt_proj.weight": (32, 1), "mixer.dt_proj.bias": (32,),
-                "mixer.out_proj.weight": (16, 32), "norm_mlp.weight": (16,), "norm_mlp.bias": (16,),
-                "mlp.0.weight": (64, 16), "mlp.0.bias": (64,), "mlp.2.weight": (16, 64), "mlp.2.bias": (16,)}
+_TRANSFORMER_BLOCK = {
+    "ln_1.weight": (16,),
+    "ln_1.bias": (16,),
+    "attn.qkv.weight": (48, 16),
+    "attn.qkv.bias": (48,),
+    "attn.proj.weight": (16, 16),
+    "attn.proj.bias": (16,),
+    "ln_2.weight": (16,),
+    "ln_2.bias": (16,),
+    "mlp.net.0.weight": (64, 16),
+    "mlp.net.0.bias": (64,),
+    "mlp.net.2.weight": (16, 64),
+    "mlp.net.2.bias": (16,),
+}
+_MAMBA_BLOCK = {
+    "norm_mixer.weight": (16,),
+    "norm_mixer.bias": (16,),
+    "mixer.A_log": (32, 4),
+    "mixer.D": (32,),
+    "mixer.in_proj.weight": (64, 16),
+    "mixer.conv1d.weight": (32, 1, 4),
+    "mixer.conv1d.bias": (32,),
+    "mixer.x_proj.weight": (9, 32),
+    "mixer.dt_proj.weight": (32, 1),
+    "mixer.dt_proj.bias": (32,),
+    "mixer.out_proj.weight": (16, 32),
+    "norm_mlp.weight": (16,),
+    "norm_mlp.bias": (16,),
+    "mlp.0.weight": (64, 16),
+    "mlp.0.bias": (64,),
+    "mlp.2.weight": (16, 64),
+    "mlp.2.bias": (16,),
+}
 _BLOCKS = {"transformer": _TRANSFORMER_BLOCK, "mamba": _MAMBA_BLOCK}
 
 
 @pytest.mark.parametrize("discrete", [False, True], ids=["continuous", "discrete"])
 @pytest.mark.parametrize("backbone", ["transformer", "mamba"])
 def test_state_dict_keys_unchanged(backbone, discrete):
-    expected = {**_EMBED, **(_DISCRETE if discrete else _CONTINUOUS),
-                "backbone.ln_f.weight": (16,), "backbone.ln_f.bias": (16,)}
+    expected = {
+        **_EMBED,
+        **(_DISCRETE if discrete else _CONTINUOUS),
+        "backbone.ln_f.weight": (16,),
+        "backbone.ln_f.bias": (16,),
+    }
     for i in range(2):
         expected |= {f"backbone.blocks.{i}.{k}": v for k, v in _BLOCKS[backbone].items()}
     model = _model(backbone, discrete)

@@ -12,8 +12,9 @@ from decision_seq.training.trainer import param_groups
 @pytest.mark.parametrize("backbone", ["transformer", "mamba"])
 def test_no_weight_decay_on_norms_biases_embeddings_alog_d(backbone):
     torch.manual_seed(0)
-    model = TrajectoryModel(state_dim=3, action_dim=2, embed_dim=16, max_ep_len=50, backbone=backbone,
-                            backbone_kwargs={"n_layer": 2})
+    model = TrajectoryModel(
+        state_dim=3, action_dim=2, embed_dim=16, max_ep_len=50, backbone=backbone, backbone_kwargs={"n_layer": 2}
+    )
     decay, no_decay = param_groups(model, 0.1)
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}
@@ -40,11 +41,18 @@ def test_bf16_autocast_really_runs_on_cpu(bf16, pendulum_dataset_id):
     torch.manual_seed(0)
     episodes = load_episodes(pendulum_dataset_id)
     sampler = SequenceSampler(episodes, context_len=4, batch_size=4, rtg_scale=100.0, max_ep_len=200, seed=0)
-    model = TrajectoryModel(state_dim=episodes.state_dim, action_dim=episodes.action_dim, embed_dim=16,
-                            max_ep_len=200, backbone="mamba", backbone_kwargs={"n_layer": 1})
+    model = TrajectoryModel(
+        state_dim=episodes.state_dim,
+        action_dim=episodes.action_dim,
+        embed_dim=16,
+        max_ep_len=200,
+        backbone="mamba",
+        backbone_kwargs={"n_layer": 1},
+    )
     seen = []
     model.embed_state.register_forward_hook(
-        lambda mod, inp, out: seen.append((torch.is_autocast_enabled("cpu"), out.dtype)))
+        lambda mod, inp, out: seen.append((torch.is_autocast_enabled("cpu"), out.dtype))
+    )
     losses = []
     loss_fn = model.loss
     model.loss = lambda batch: losses.append(loss_fn(batch)) or losses[-1]

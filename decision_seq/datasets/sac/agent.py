@@ -50,9 +50,11 @@ def _rng_state(model) -> dict:
     """Global numpy / Python RNG states and SB3's action-space RNG (warm-up actions), as JSON."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss = random.getstate()
-    return {"numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-            "python": [version, list(internal), gauss],
-            "action_space": model.action_space.np_random.bit_generator.state}
+    return {
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "python": [version, list(internal), gauss],
+        "action_space": model.action_space.np_random.bit_generator.state,
+    }
 
 
 def _set_rng_state(model, state: dict) -> None:
@@ -68,9 +70,17 @@ def _make_sac(env: gym.Env, config: BuildConfig):
 
     sac = dict(SAC_SETTINGS)
     net_arch = sac.pop("net_arch")
-    return SAC("MlpPolicy", env, buffer_size=config.train_steps,  # keeps every transition: medium-replay needs them
-               learning_starts=config.learning_starts, policy_kwargs={"net_arch": net_arch}, seed=config.seed,
-               device=config.device, verbose=0, **sac)
+    return SAC(
+        "MlpPolicy",
+        env,
+        buffer_size=config.train_steps,  # keeps every transition: medium-replay needs them
+        learning_starts=config.learning_starts,
+        policy_kwargs={"net_arch": net_arch},
+        seed=config.seed,
+        device=config.device,
+        verbose=0,
+        **sac,
+    )
 
 
 def _restore(model, run: TrainingRun, config: BuildConfig) -> None:
@@ -107,9 +117,14 @@ def _checkpoint(model, run: TrainingRun, prev_step: int, eval_env: gym.Env, eval
     step = model.num_timesteps
     buf = model.replay_buffer
     new = slice(prev_step, step)
-    chunk = {"obs": buf.observations[new, 0], "next_obs": buf.next_observations[new, 0],
-             "actions": buf.actions[new, 0], "rewards": buf.rewards[new, 0],
-             "dones": buf.dones[new, 0].astype(bool), "timeouts": buf.timeouts[new, 0].astype(bool)}
+    chunk = {
+        "obs": buf.observations[new, 0],
+        "next_obs": buf.next_observations[new, 0],
+        "actions": buf.actions[new, 0],
+        "rewards": buf.rewards[new, 0],
+        "dones": buf.dones[new, 0].astype(bool),
+        "timeouts": buf.timeouts[new, 0].astype(bool),
+    }
     save_replay_chunk(run, prev_step, step, chunk)
     atomic_write(run.snapshot_path(step), lambda tmp: torch.save(model.actor.state_dict(), tmp))
 
@@ -118,8 +133,11 @@ def _checkpoint(model, run: TrainingRun, prev_step: int, eval_env: gym.Env, eval
     snapshot = Snapshot(step, returns)
 
     agent_file = f"agent-{step:09d}.pt"
-    agent = {"params": model.get_parameters(), "log_ent_coef": model.log_ent_coef.detach().cpu(),
-             "torch_rng": torch.get_rng_state()}
+    agent = {
+        "params": model.get_parameters(),
+        "log_ent_coef": model.log_ent_coef.detach().cpu(),
+        "torch_rng": torch.get_rng_state(),
+    }
     atomic_write(run.work_dir / agent_file, lambda tmp: torch.save(agent, tmp))
     run.step, run.agent_file, run.n_updates = step, agent_file, int(model._n_updates)
     run.snapshots.append(snapshot)
@@ -149,8 +167,14 @@ def build_context(num_threads: int) -> Iterator[None]:
         random.setstate(py_state)
 
 
-def train_behaviour_agent(env_id: str, config: BuildConfig, work_dir: Path | str, *, progress: bool = True,
-                          step_callback: Callable[[int], None] | None = None) -> TrainingRun:
+def train_behaviour_agent(
+    env_id: str,
+    config: BuildConfig,
+    work_dir: Path | str,
+    *,
+    progress: bool = True,
+    step_callback: Callable[[int], None] | None = None,
+) -> TrainingRun:
     """Train (or resume, or reuse) the SAC run of `config` in `work_dir`; returns its committed state.
 
     Snapshots are taken every `snapshot_every` env steps and at `train_steps`; each is evaluated over
@@ -163,17 +187,23 @@ def train_behaviour_agent(env_id: str, config: BuildConfig, work_dir: Path | str
         return _train(env_id, config, Path(work_dir), progress=progress, step_callback=step_callback)
 
 
-def _train(env_id: str, config: BuildConfig, work_dir: Path, *, progress: bool,
-           step_callback: Callable[[int], None] | None) -> TrainingRun:
+def _train(
+    env_id: str, config: BuildConfig, work_dir: Path, *, progress: bool, step_callback: Callable[[int], None] | None
+) -> TrainingRun:
     from stable_baselines3.common.callbacks import BaseCallback
 
     settings = config.training_settings(env_id)
     run = load_training_state(work_dir)
     if run is not None and run.settings != settings:
-        diff = ", ".join(f"{k}: saved {run.settings.get(k)!r} != {settings[k]!r}"
-                         for k in settings if run.settings.get(k) != settings[k])
-        raise ValueError(f"work dir {work_dir} holds a SAC run with other settings ({diff}); pass another "
-                         f"--work-dir or delete that one")
+        diff = ", ".join(
+            f"{k}: saved {run.settings.get(k)!r} != {settings[k]!r}"
+            for k in settings
+            if run.settings.get(k) != settings[k]
+        )
+        raise ValueError(
+            f"work dir {work_dir} holds a SAC run with other settings ({diff}); pass another "
+            f"--work-dir or delete that one"
+        )
     if run is not None and run.complete:
         log.info("SAC run in %s is complete (%d steps); reusing it", work_dir, run.step)
         return run
@@ -198,15 +228,15 @@ def _train(env_id: str, config: BuildConfig, work_dir: Path, *, progress: bool,
                     step_callback(self.num_timesteps)
                 return True
 
-        with tqdm(total=config.train_steps, initial=run.step, desc=f"SAC {env_id}", unit="step",
-                  disable=not progress) as bar:
+        with tqdm(
+            total=config.train_steps, initial=run.step, desc=f"SAC {env_id}", unit="step", disable=not progress
+        ) as bar:
             hook = _StepHook()
             while model.num_timesteps < config.train_steps:
                 prev = model.num_timesteps
                 target = min(config.train_steps, (prev // config.snapshot_every + 1) * config.snapshot_every)
                 # Successive learn() calls continue the same episode and schedule (reset_num_timesteps=False).
-                model.learn(total_timesteps=target - prev, callback=hook, reset_num_timesteps=False,
-                            log_interval=None)
+                model.learn(total_timesteps=target - prev, callback=hook, reset_num_timesteps=False, log_interval=None)
                 snapshot = _checkpoint(model, run, prev, eval_env, eval_seeds)
                 bar.set_postfix(eval_return=f"{snapshot.eval_return:.1f}")
                 log.info("SAC %s step %d: evaluation return %.1f", env_id, snapshot.step, snapshot.eval_return)

@@ -65,15 +65,26 @@ class BuildConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad value."""
-        for name in ("train_steps", "steps_per_level", "snapshot_every", "eval_episodes", "reference_episodes",
-                     "num_threads"):
+        for name in (
+            "train_steps",
+            "steps_per_level",
+            "snapshot_every",
+            "eval_episodes",
+            "reference_episodes",
+            "num_threads",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.learning_starts, bool) or not isinstance(self.learning_starts, int) \
-                or not 0 <= self.learning_starts < self.train_steps:
-            raise ValueError(f"learning_starts must be an integer in [0, train_steps={self.train_steps}), "
-                             f"got {self.learning_starts!r}")
+        if (
+            isinstance(self.learning_starts, bool)
+            or not isinstance(self.learning_starts, int)
+            or not 0 <= self.learning_starts < self.train_steps
+        ):
+            raise ValueError(
+                f"learning_starts must be an integer in [0, train_steps={self.train_steps}), "
+                f"got {self.learning_starts!r}"
+            )
         if not 0.0 < self.medium_fraction < 1.0:
             raise ValueError(f"medium_fraction must be in (0, 1), got {self.medium_fraction!r}")
         if self.expert not in EXPERT_CHOICES:
@@ -85,9 +96,15 @@ class BuildConfig:
 
     def training_settings(self, env_id: str) -> dict:
         """What determines the SAC run: a work dir resumes only a run with exactly these settings."""
-        return {"env_id": env_id, "seed": self.seed, "train_steps": self.train_steps,
-                "snapshot_every": self.snapshot_every, "eval_episodes": self.eval_episodes,
-                "learning_starts": self.learning_starts, "sac": dict(SAC_SETTINGS)}
+        return {
+            "env_id": env_id,
+            "seed": self.seed,
+            "train_steps": self.train_steps,
+            "snapshot_every": self.snapshot_every,
+            "eval_episodes": self.eval_episodes,
+            "learning_starts": self.learning_starts,
+            "sac": dict(SAC_SETTINGS),
+        }
 
 
 def parse_levels(text: str | Sequence[str]) -> list[str]:
@@ -132,11 +149,13 @@ def check_env(env_id: str) -> tuple[gym.spaces.Box, gym.spaces.Box]:
     if time_limit is None:  # evaluation and reference episodes must end
         raise ValueError(f"{env_id} has no time limit (max_episode_steps); register it with one")
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise ValueError(f"{env_id} has observation space {obs_space}; the SAC build supports flat "
-                         f"(1-D) Box observations only")
+        raise ValueError(
+            f"{env_id} has observation space {obs_space}; the SAC build supports flat (1-D) Box observations only"
+        )
     if not isinstance(act_space, gym.spaces.Box) or len(act_space.shape) != 1:
-        raise ValueError(f"{env_id} has action space {act_space}; the SAC behaviour agent needs a flat Box "
-                         f"(continuous) action space")
+        raise ValueError(
+            f"{env_id} has action space {act_space}; the SAC behaviour agent needs a flat Box (continuous) action space"
+        )
     if not (np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))):
         raise ValueError(f"{env_id} has unbounded actions {act_space}; SAC squashes its actions into finite bounds")
     return obs_space, act_space

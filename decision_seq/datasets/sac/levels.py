@@ -50,8 +50,9 @@ _CODE_PERMALINK = "decision_seq/datasets/sac/ (decision-seq package)"
 # --------------------------------------------------------------------------------------------------
 
 
-def _collect(env_id: str, act: Callable[[np.ndarray], np.ndarray], num_steps: int, seed_base: int, *,
-             desc: str, progress: bool) -> list[EpisodeBuffer]:
+def _collect(
+    env_id: str, act: Callable[[np.ndarray], np.ndarray], num_steps: int, seed_base: int, *, desc: str, progress: bool
+) -> list[EpisodeBuffer]:
     """Whole episodes (reset seeds seed_base + i) until `num_steps` env steps; the last may be cut."""
     env = gym.make(env_id)
     episodes: list[EpisodeBuffer] = []
@@ -73,8 +74,9 @@ def _uniform_act(act_space: gym.spaces.Box, rng: np.random.Generator) -> Callabl
     return lambda obs: rng.uniform(low, high).astype(act_space.dtype)  # (A,)
 
 
-def select_snapshots(snapshots: Sequence[Snapshot], random_return: float, *, expert: str = "best",
-                     medium_fraction: float = 1 / 3) -> tuple[Snapshot, Snapshot]:
+def select_snapshots(
+    snapshots: Sequence[Snapshot], random_return: float, *, expert: str = "best", medium_fraction: float = 1 / 3
+) -> tuple[Snapshot, Snapshot]:
     """(medium, expert) snapshots.
 
     expert: "best" = highest evaluation return (first of ties), "final" = the last snapshot.
@@ -95,8 +97,13 @@ def select_snapshots(snapshots: Sequence[Snapshot], random_return: float, *, exp
     else:
         raise ValueError(f"expert must be one of {', '.join(EXPERT_CHOICES)}, got {expert!r}")
     if chosen.eval_return <= random_return:
-        log.warning("the expert snapshot (step %d, return %.1f) does not beat the random policy (%.1f); "
-                    "train longer (--train-steps)", chosen.step, chosen.eval_return, random_return)
+        log.warning(
+            "the expert snapshot (step %d, return %.1f) does not beat the random policy (%.1f); "
+            "train longer (--train-steps)",
+            chosen.step,
+            chosen.eval_return,
+            random_return,
+        )
     threshold = random_return + medium_fraction * (chosen.eval_return - random_return)
     medium = next((s for s in snapshots if s.step <= chosen.step and s.eval_return >= threshold), chosen)
     return medium, chosen
@@ -121,11 +128,16 @@ def replay_episodes(data: ReplayData, act_space: gym.spaces.Box) -> list[Episode
         sl = slice(start, end + 1)
         truncations = data.truncations[sl].copy()
         truncations[-1] |= not data.terminations[end]  # cut episodes count as truncated
-        episodes.append(EpisodeBuffer(
-            observations=np.concatenate([data.observations[sl], data.next_observations[end:end + 1]]),  # (T+1, S)
-            actions=actions[sl].astype(act_space.dtype),  # (T, A)
-            rewards=data.rewards[sl].astype(np.float64),  # float32 in the SB3 buffer
-            terminations=data.terminations[sl].copy(), truncations=truncations, infos={}))
+        episodes.append(
+            EpisodeBuffer(
+                observations=np.concatenate([data.observations[sl], data.next_observations[end : end + 1]]),  # (T+1, S)
+                actions=actions[sl].astype(act_space.dtype),  # (T, A)
+                rewards=data.rewards[sl].astype(np.float64),  # float32 in the SB3 buffer
+                terminations=data.terminations[sl].copy(),
+                truncations=truncations,
+                infos={},
+            )
+        )
         start = end + 1
     assert start == n
     return episodes
@@ -165,20 +177,38 @@ def _level_sources(config: BuildConfig, medium: Snapshot, expert: Snapshot) -> d
     """Level -> (where its data comes from, for the description; the SAC snapshot steps behind it)."""
     return {
         "random": ("uniform random actions", []),
-        "medium": (f"the SAC snapshot at step {medium.step}, the first to reach {config.medium_fraction:.2f} of "
-                   f"the way from the random to the expert evaluation return, with sampled (stochastic) "
-                   f"actions", [medium.step]),
-        "medium-replay": (f"every transition in the SAC replay buffer before step {medium.step} (the medium "
-                          f"snapshot), split into episodes", [medium.step]),
-        "expert": (f"the SAC snapshot at step {expert.step} ({config.expert} evaluation return), with sampled "
-                   f"(stochastic) actions", [expert.step]),
-        "medium-expert": (f"the medium (snapshot {medium.step}) and expert (snapshot {expert.step}) episodes "
-                          f"together", [medium.step, expert.step]),
+        "medium": (
+            f"the SAC snapshot at step {medium.step}, the first to reach {config.medium_fraction:.2f} of "
+            f"the way from the random to the expert evaluation return, with sampled (stochastic) "
+            f"actions",
+            [medium.step],
+        ),
+        "medium-replay": (
+            f"every transition in the SAC replay buffer before step {medium.step} (the medium "
+            f"snapshot), split into episodes",
+            [medium.step],
+        ),
+        "expert": (
+            f"the SAC snapshot at step {expert.step} ({config.expert} evaluation return), with sampled "
+            f"(stochastic) actions",
+            [expert.step],
+        ),
+        "medium-expert": (
+            f"the medium (snapshot {medium.step}) and expert (snapshot {expert.step}) episodes together",
+            [medium.step, expert.step],
+        ),
     }
 
 
-def build_report(env_id: str, levels: Sequence[str], config: BuildConfig, *, overwrite: bool = False,
-                 progress: bool = True, work_dir: Path | str | None = None) -> BuildReport:
+def build_report(
+    env_id: str,
+    levels: Sequence[str],
+    config: BuildConfig,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    work_dir: Path | str | None = None,
+) -> BuildReport:
     """Build the D4RL-style `levels` of `env_id` as local Minari datasets; returns each level's size, returns
     and timing.
 
@@ -198,9 +228,11 @@ def build_report(env_id: str, levels: Sequence[str], config: BuildConfig, *, ove
     ids = {level: dataset_id_for(env_id, level, config.namespace) for level in levels}
     existing = [i for i in ids.values() if dataset_exists_locally(i)]
     if existing and not overwrite:
-        raise FileExistsError(f"dataset{'s' if len(existing) > 1 else ''} {', '.join(existing)} already "
-                              f"exist{'' if len(existing) > 1 else 's'} under {get_dataset_path()}; pass "
-                              f"--overwrite to replace {'them' if len(existing) > 1 else 'it'}")
+        raise FileExistsError(
+            f"dataset{'s' if len(existing) > 1 else ''} {', '.join(existing)} already "
+            f"exist{'' if len(existing) > 1 else 's'} under {get_dataset_path()}; pass "
+            f"--overwrite to replace {'them' if len(existing) > 1 else 'it'}"
+        )
     work_dir = Path(work_dir) if work_dir is not None else default_work_dir(env_id, config.seed)
     sb3 = f"SAC (stable-baselines3 {stable_baselines3.__version__})"
 
@@ -210,17 +242,31 @@ def build_report(env_id: str, levels: Sequence[str], config: BuildConfig, *, ove
         train_seconds = time.perf_counter() - t_train
 
         # Reference scores, on the same fixed-seed episodes for every level of the build.
-        ref_min = mean_return(env_id, lambda i: _uniform_act(act_space, np.random.default_rng([REFERENCE_SEED, i])),
-                              config.reference_episodes)
-        medium, expert = select_snapshots(run.snapshots, ref_min, expert=config.expert,
-                                          medium_fraction=config.medium_fraction)
+        ref_min = mean_return(
+            env_id,
+            lambda i: _uniform_act(act_space, np.random.default_rng([REFERENCE_SEED, i])),
+            config.reference_episodes,
+        )
+        medium, expert = select_snapshots(
+            run.snapshots, ref_min, expert=config.expert, medium_fraction=config.medium_fraction
+        )
         expert_policy = load_snapshot_actor(run, expert.step, obs_space, act_space)
         medium_policy = load_snapshot_actor(run, medium.step, obs_space, act_space)
-        ref_max = mean_return(env_id, lambda i: actor_act(expert_policy.actor, expert_policy.unscale_action, True),
-                              config.reference_episodes)
-        log.info("%s: ref_min_score (uniform random) %.1f, ref_max_score (expert snapshot %d) %.1f; medium "
-                 "snapshot %d (evaluation return %.1f)", env_id, ref_min, expert.step, ref_max, medium.step,
-                 medium.eval_return)
+        ref_max = mean_return(
+            env_id,
+            lambda i: actor_act(expert_policy.actor, expert_policy.unscale_action, True),
+            config.reference_episodes,
+        )
+        log.info(
+            "%s: ref_min_score (uniform random) %.1f, ref_max_score (expert snapshot %d) %.1f; medium "
+            "snapshot %d (evaluation return %.1f)",
+            env_id,
+            ref_min,
+            expert.step,
+            ref_max,
+            medium.step,
+            medium.eval_return,
+        )
 
         def collect(level: str) -> list[EpisodeBuffer]:
             base = derived_seed(config.seed, level)
@@ -251,7 +297,7 @@ def build_report(env_id: str, levels: Sequence[str], config: BuildConfig, *, ove
                 episodes = cache["medium"] + cache["expert"]
             else:
                 episodes = cache.pop(level, None) or collect(level)
-                if level in ("medium", "expert") and "medium-expert" in levels[levels.index(level):]:
+                if level in ("medium", "expert") and "medium-expert" in levels[levels.index(level) :]:
                     cache[level] = episodes  # reused by medium-expert later in this build
             returns = np.array([episode_return(e) for e in episodes])
             steps = int(sum(len(e.rewards) for e in episodes))
@@ -259,24 +305,43 @@ def build_report(env_id: str, levels: Sequence[str], config: BuildConfig, *, ove
             span = ref_max - ref_min
             normalized = float(100.0 * (returns.mean() - ref_min) / span) if span != 0 else math.nan
             build_meta = {
-                "env_id": env_id, "level": level, "seed": config.seed, "train_steps": config.train_steps,
-                "learning_starts": config.learning_starts, "snapshot_every": config.snapshot_every,
-                "eval_episodes": config.eval_episodes, "steps_per_level": config.steps_per_level,
-                "reference_episodes": config.reference_episodes, "expert_choice": config.expert,
-                "medium_fraction": config.medium_fraction, "medium_snapshot": medium.step,
-                "expert_snapshot": expert.step, "snapshot_steps": snapshot_steps,
-                "ref_min_score": ref_min, "ref_max_score": ref_max, "return_mean": float(returns.mean()),
-                "return_std": float(returns.std()), "normalized_mean": normalized,
-                "sac": dict(SAC_SETTINGS), "stable_baselines3": stable_baselines3.__version__,
+                "env_id": env_id,
+                "level": level,
+                "seed": config.seed,
+                "train_steps": config.train_steps,
+                "learning_starts": config.learning_starts,
+                "snapshot_every": config.snapshot_every,
+                "eval_episodes": config.eval_episodes,
+                "steps_per_level": config.steps_per_level,
+                "reference_episodes": config.reference_episodes,
+                "expert_choice": config.expert,
+                "medium_fraction": config.medium_fraction,
+                "medium_snapshot": medium.step,
+                "expert_snapshot": expert.step,
+                "snapshot_steps": snapshot_steps,
+                "ref_min_score": ref_min,
+                "ref_max_score": ref_max,
+                "return_mean": float(returns.mean()),
+                "return_std": float(returns.std()),
+                "normalized_mean": normalized,
+                "sac": dict(SAC_SETTINGS),
+                "stable_baselines3": stable_baselines3.__version__,
                 "snapshots": snapshot_evals,
             }
             create_dataset_atomically(
-                ids[level], episodes, overwrite=overwrite,
+                ids[level],
+                episodes,
+                overwrite=overwrite,
                 extra_metadata={"decision_seq_build": build_meta},
-                env=env_id, eval_env=env_id, ref_min_score=ref_min, ref_max_score=ref_max,
+                env=env_id,
+                eval_env=env_id,
+                ref_min_score=ref_min,
+                ref_max_score=ref_max,
                 num_episodes_average_score=config.reference_episodes,
                 algorithm_name=f"{sb3} {level}" if level != "random" else "uniform random actions (random)",
-                author=AUTHOR, author_email=AUTHOR_EMAIL, code_permalink=_CODE_PERMALINK,
+                author=AUTHOR,
+                author_email=AUTHOR_EMAIL,
+                code_permalink=_CODE_PERMALINK,
                 description=(
                     f"D4RL-style '{level}' data on {env_id} (seed {config.seed}): {description}. Behaviour "
                     f"agent: {sb3} trained for {config.train_steps} env steps ({config.learning_starts} "
@@ -286,15 +351,34 @@ def build_report(env_id: str, levels: Sequence[str], config: BuildConfig, *, ove
                     f"episodes; the one cut by the budget is marked truncated). ref_min_score: uniform "
                     f"random policy ({ref_min:.1f}); ref_max_score: the expert snapshot with deterministic "
                     f"actions ({ref_max:.1f}); each the mean over {config.reference_episodes} fixed-seed "
-                    f"episodes. Built by `decision-seq datasets build`."),
+                    f"episodes. Built by `decision-seq datasets build`."
+                ),
             )
             seconds = time.perf_counter() - t0
-            log.info("%s: %d episodes, %d steps, mean return %.1f (normalized %.1f) in %.1f s", ids[level],
-                     len(episodes), steps, returns.mean(), normalized, seconds)
-            summaries.append(LevelSummary(level, ids[level], len(episodes), steps, float(returns.mean()),
-                                          normalized, seconds, snapshot_steps))
+            log.info(
+                "%s: %d episodes, %d steps, mean return %.1f (normalized %.1f) in %.1f s",
+                ids[level],
+                len(episodes),
+                steps,
+                returns.mean(),
+                normalized,
+                seconds,
+            )
+            summaries.append(
+                LevelSummary(
+                    level, ids[level], len(episodes), steps, float(returns.mean()), normalized, seconds, snapshot_steps
+                )
+            )
             del episodes
 
-    return BuildReport(env_id=env_id, work_dir=work_dir, ref_min_score=ref_min, ref_max_score=ref_max,
-                       medium_step=medium.step, expert_step=expert.step, snapshots=list(run.snapshots),
-                       levels=summaries, train_seconds=train_seconds)
+    return BuildReport(
+        env_id=env_id,
+        work_dir=work_dir,
+        ref_min_score=ref_min,
+        ref_max_score=ref_max,
+        medium_step=medium.step,
+        expert_step=expert.step,
+        snapshots=list(run.snapshots),
+        levels=summaries,
+        train_seconds=train_seconds,
+    )

@@ -75,22 +75,32 @@ def load_training_state(work_dir: Path | str) -> TrainingRun | None:
         if state.get("format") != _STATE_FORMAT:
             raise ValueError(f"format {state.get('format')!r}")
         return TrainingRun(
-            work_dir=work_dir, settings=state["settings"], step=int(state["step"]),
+            work_dir=work_dir,
+            settings=state["settings"],
+            step=int(state["step"]),
             snapshots=[Snapshot(int(s["step"]), [float(r) for r in s["eval_returns"]]) for s in state["snapshots"]],
             replay_chunks=[(int(a), int(b)) for a, b in state["replay_chunks"]],
-            agent_file=state["agent_file"], rng=state["rng"], n_updates=int(state["n_updates"]),
+            agent_file=state["agent_file"],
+            rng=state["rng"],
+            n_updates=int(state["n_updates"]),
         )
     except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} is not a decision-seq SAC build state ({err}); delete {work_dir} or pass "
-                         f"another --work-dir") from None
+        raise ValueError(
+            f"{path} is not a decision-seq SAC build state ({err}); delete {work_dir} or pass another --work-dir"
+        ) from None
 
 
 def save_training_state(run: TrainingRun) -> None:
     """Write state.json atomically: the commit point of everything written before it."""
     state = {
-        "format": _STATE_FORMAT, "settings": run.settings, "step": run.step,
-        "snapshots": [asdict(s) for s in run.snapshots], "replay_chunks": [list(c) for c in run.replay_chunks],
-        "agent_file": run.agent_file, "rng": run.rng, "n_updates": run.n_updates,
+        "format": _STATE_FORMAT,
+        "settings": run.settings,
+        "step": run.step,
+        "snapshots": [asdict(s) for s in run.snapshots],
+        "replay_chunks": [list(c) for c in run.replay_chunks],
+        "agent_file": run.agent_file,
+        "rng": run.rng,
+        "n_updates": run.n_updates,
     }
     atomic_write(run.work_dir / "state.json", lambda tmp: tmp.write_text(json.dumps(state)))
 
@@ -133,6 +143,11 @@ def load_replay(work_dir: Path | str, upto: int | None = None) -> ReplayData:
             for key in parts:
                 parts[key].append(chunk[key][: upto - start])
     cat = {k: np.concatenate(v) for k, v in parts.items()}
-    return ReplayData(observations=cat["obs"], next_observations=cat["next_obs"], actions=cat["actions"],
-                      rewards=cat["rewards"], terminations=cat["dones"] & ~cat["timeouts"],
-                      truncations=cat["timeouts"])
+    return ReplayData(
+        observations=cat["obs"],
+        next_observations=cat["next_obs"],
+        actions=cat["actions"],
+        rewards=cat["rewards"],
+        terminations=cat["dones"] & ~cat["timeouts"],
+        truncations=cat["timeouts"],
+    )

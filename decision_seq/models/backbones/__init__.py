@@ -14,8 +14,14 @@ from torch import nn
 
 from decision_seq.models.backbones.base import BACKBONE_MEMBERS, Backbone, BackboneBase, missing_members
 
-__all__ = ["Backbone", "BackboneBase", "available_backbones", "build_backbone", "get_backbone_class",
-           "register_backbone"]
+__all__ = [
+    "Backbone",
+    "BackboneBase",
+    "available_backbones",
+    "build_backbone",
+    "get_backbone_class",
+    "register_backbone",
+]
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
 _discovered = False

@@ -42,8 +42,9 @@ class Backbone(Protocol):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor: ...
 
-    def init_state(self, batch_size: int, device: torch.device | str | None = None,
-                   dtype: torch.dtype | None = None) -> Any: ...
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Any: ...
 
     def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]: ...
 
@@ -53,9 +54,11 @@ class Backbone(Protocol):
 
 
 # Every member the Protocol declares, read off the Protocol itself so the two cannot drift apart.
-BACKBONE_MEMBERS: tuple[str, ...] = tuple(sorted(
-    {*Backbone.__annotations__, *(n for n, v in vars(Backbone).items() if callable(v) and not n.startswith("_"))}
-))
+BACKBONE_MEMBERS: tuple[str, ...] = tuple(
+    sorted(
+        {*Backbone.__annotations__, *(n for n, v in vars(Backbone).items() if callable(v) and not n.startswith("_"))}
+    )
+)
 
 
 class BackboneBase(nn.Module):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from decision_seq.models.backbones import register_backbone
-from decision_seq.models.backbones.base import check_depth, BackboneBase
+from decision_seq.models.backbones.base import BackboneBase, check_depth
 from decision_seq.models.ops.kernels import KERNEL_DTYPES, Kernels, load_kernels
 from decision_seq.models.ops.selective_scan import compute_dtype, selective_scan
 
@@ -74,8 +74,9 @@ class MambaMixer(nn.Module):
         self.last_path: str | None = None
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory)
-        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, padding=d_conv - 1, groups=self.d_inner,
-                                bias=conv_bias, **factory)  # depthwise; causal after trimming the right end
+        self.conv1d = nn.Conv1d(
+            self.d_inner, self.d_inner, d_conv, padding=d_conv - 1, groups=self.d_inner, bias=conv_bias, **factory
+        )  # depthwise; causal after trimming the right end
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False, **factory)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **factory)
         self._init_dt(dt_min, dt_max, dt_init, dt_scale, dt_init_floor)
@@ -187,10 +188,20 @@ class MambaMixer(nn.Module):
         Mamba cache does not depend on it); extra keywords such as max_seqlen= are accepted and ignored.
         """
         device = self.out_proj.weight.device if device is None else device
-        conv_state = torch.zeros(batch_size, self.d_inner, self.d_conv, device=device,
-                                 dtype=self.conv1d.weight.dtype if dtype is None else dtype)
-        ssm_state = torch.zeros(batch_size, self.d_inner, self.d_state, device=device,
-                                dtype=self.dt_proj.weight.dtype if dtype is None else dtype)
+        conv_state = torch.zeros(
+            batch_size,
+            self.d_inner,
+            self.d_conv,
+            device=device,
+            dtype=self.conv1d.weight.dtype if dtype is None else dtype,
+        )
+        ssm_state = torch.zeros(
+            batch_size,
+            self.d_inner,
+            self.d_state,
+            device=device,
+            dtype=self.dt_proj.weight.dtype if dtype is None else dtype,
+        )
         return conv_state, ssm_state
 
     def step(self, hidden_states: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor):
@@ -230,12 +241,21 @@ class MambaBlock(nn.Module):
     As in the official code there is no dropout after the mixer, only at the end of the MLP.
     """
 
-    def __init__(self, d_model: int, dropout: float, d_state: int, d_conv: int, expand: int,
-                 use_kernels: bool | None, layer_idx: int | None = None):
+    def __init__(
+        self,
+        d_model: int,
+        dropout: float,
+        d_state: int,
+        d_conv: int,
+        expand: int,
+        use_kernels: bool | None,
+        layer_idx: int | None = None,
+    ):
         super().__init__()
         self.norm_mixer = nn.LayerNorm(d_model)
-        self.mixer = MambaMixer(d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand,
-                                use_kernels=use_kernels, layer_idx=layer_idx)
+        self.mixer = MambaMixer(
+            d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand, use_kernels=use_kernels, layer_idx=layer_idx
+        )
         self.norm_mlp = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
             nn.Linear(d_model, 4 * d_model),
@@ -271,8 +291,17 @@ class MambaBackbone(BackboneBase):
 
     constant_time_step = True  # `step` is O(1) per token: evaluation can run it over a whole episode
 
-    def __init__(self, d_model: int, n_layer: int = 3, dropout: float = 0.1, d_state: int = 16, d_conv: int = 4,
-                 expand: int = 2, use_kernels: bool | None = None, init: str = "gpt2"):
+    def __init__(
+        self,
+        d_model: int,
+        n_layer: int = 3,
+        dropout: float = 0.1,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        use_kernels: bool | None = None,
+        init: str = "gpt2",
+    ):
         super().__init__()
         check_depth(n_layer)
         if init not in INIT_CHOICES:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from decision_seq.models.backbones import register_backbone
-from decision_seq.models.backbones.base import check_depth, BackboneBase
+from decision_seq.models.backbones.base import BackboneBase, check_depth
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 

@@ -31,8 +31,11 @@ def load_kernels() -> Kernels | None:
     except (ImportError, OSError):  # not installed, or built against another torch / CUDA
         return None
     except Exception as err:  # a broken install of one of its optional dependencies: fall back, say so
-        warnings.warn(f"mamba_ssm is installed but failed to import ({type(err).__name__}: {err}); "
-                      "using the pure-PyTorch Mamba path", stacklevel=2)
+        warnings.warn(
+            f"mamba_ssm is installed but failed to import ({type(err).__name__}: {err}); "
+            "using the pure-PyTorch Mamba path",
+            stacklevel=2,
+        )
         return None
     try:
         from causal_conv1d import causal_conv1d_fn
