@@ -44,8 +44,8 @@ def test_dataset_entries_match_remote_mujoco_ids():
 
 
 def test_unknown_option_is_rejected():
-    with pytest.raises(Exception, match=r"Available options in 'model':\s+dmamba\s+dt"):
-        _compose(["model=lstm"])
+    with pytest.raises(Exception, match=r"Available options in 'model':\s+" + r"\s+".join(options("model"))):
+        _compose(["model=nope"])
 
 
 def test_eval_config_requires_checkpoint():

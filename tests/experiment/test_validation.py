@@ -12,7 +12,10 @@ import decision_seq.data.episodes as episodes_mod
 import decision_seq.experiment.recipe as recipe
 from decision_seq.cli import main
 from decision_seq.experiment.validation import ConfigError, validate_train_config
-from tests.helpers import compose_train
+from decision_seq.models.backbones import available_backbones
+from tests.helpers import REPO, compose_train
+
+MODEL_OPTIONS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
 
 # (overrides, what the one line must say): the list, then more.
 BAD_VALUES = [
@@ -40,14 +43,14 @@ BAD_VALUES = [
     (["trainer.stop_signals=[SIGNOPE]"], "SIGNOPE is not a signal"),
     (["trainer.resume=/no/such/run"], "trainer.resume=/no/such/run: no such run dir or checkpoint file"),
     (["model.net.dropout=1.0"], "model.net.dropout=1.0: must be a finite number >= 0 and < 1"),
-    (["model.net.backbone=lstm"], "model.net.backbone=lstm: valid backbones: mamba, transformer"),
+    (["model.net.backbone=nope"], f"model.net.backbone=nope: valid backbones: {', '.join(available_backbones())}"),
     (["model.net.backbone_kwargs.n_layer=0"], "n_layer must be an integer >= 1, got 0"),
     (["+model.net.backbone_kwargs.n_heads=2"], "model.net.backbone_kwargs.n_heads=2: not an argument of backbone"),
     (["logger.mode=sometimes"], "logger.mode=sometimes: valid values: online, offline, disabled"),
     (["seed=-1"], "seed=-1: must be an integer >= 0"),
     (["trainer.steps=many"], "Value 'many' of type 'str' could not be converted to Integer"),
     (["trainer.stepz=5"], "Could not override 'trainer.stepz'"),
-    (["model=lstm"], "Could not find 'model/lstm' Available options in 'model': dmamba dt"),
+    (["model=nope"], f"Could not find 'model/nope' Available options in 'model': {' '.join(MODEL_OPTIONS)}"),
     (["-m", "model=dt,dmamba", "seed=0,-2"], "seed=-2: must be an integer >= 0"),
     (["-m", "experiment=smoke", "trainer.lr=0"], "trainer.lr=0.0: must be a finite number > 0"),
 ]

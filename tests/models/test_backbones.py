@@ -43,8 +43,10 @@ def _x(B: int, T: int, seed: int = 0) -> torch.Tensor:
 def test_registry_lists_the_backbones():
     assert {"transformer", "mamba"} <= set(available_backbones())
     assert available_backbones() == sorted(available_backbones())
-    with pytest.raises(ValueError, match="unknown backbone 'lstm'; valid backbones: mamba, transformer"):
-        build_backbone("lstm", d_model=8)
+    with pytest.raises(
+        ValueError, match=f"unknown backbone 'nope'; valid backbones: {', '.join(available_backbones())}"
+    ):
+        build_backbone("nope", d_model=8)
 
 
 def test_protocol_members_are_read_off_the_protocol():
