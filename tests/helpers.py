@@ -53,9 +53,10 @@ def read_results(run_dir: Path, name: str = "results.json") -> dict:
     return json.loads((Path(run_dir) / name).read_text())
 
 
-def compose_train(overrides: list[str] | None = None, config_name: str = "train"):
-    """The composed train (or eval) config, as `decision-seq train` composes it, without running anything."""
+def compose_train(overrides: list[str] | None = None, config_name: str = "train", return_hydra: bool = False):
+    """The composed train (or eval) config, as `decision-seq train` composes it, without running anything
+    (with Hydra's own node when `return_hydra`, e.g. for a preset's sweeper params)."""
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module="decision_seq.conf", version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=False)
+        return compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=return_hydra)

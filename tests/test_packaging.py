@@ -89,6 +89,7 @@ def installed(tmp_path_factory) -> Path:
     wheel = next((tmp / "dist").glob("decision_seq-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "decision_seq/conf/train.yaml" in names and "decision_seq/conf/model/dt.yaml" in names
+    assert "decision_seq/leaderboard/published.csv" in names  # the published scores the leaderboard reads
     env_dir = tmp / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"

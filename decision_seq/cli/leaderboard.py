@@ -37,7 +37,7 @@ paper) and `best` (max over evaluations, Decision Mamba paper) scores. Per model
 and interquartile mean (IQM) with stratified bootstrap CIs, only over rows of one protocol family.
 Published D4RL numbers (DT paper, CORL, d3rlpy; Decision Mamba) stand beside d4rl/<env>/<level>-v2
 rows, and with a dagger beside our D4RL-style rebuilds decision-seq/<env>/<level>-v0; their sources
-are listed in docs/published-scores.md.
+are listed in docs/published.md.
 
 Writes to --out: leaderboard.md, leaderboard.csv (one row per cell, then per aggregate, with CI
 bounds), runs.csv (one row per run), scores.png and curves.png (unless --no-plots). Input files

@@ -26,9 +26,31 @@ Examples:
   decision-seq train                                    # DT on the built-in default dataset
   decision-seq train model=dmamba seed=3 trainer.steps=200 logger=none
   decision-seq train -m experiment=demo model=dt,dmamba
+  decision-seq train -m experiment=dmamba-paper --dry-run   # the jobs a sweep would run, and their settings
 """
 
 HYDRA_COMMANDS = ("train", "eval")
+DRY_RUN = "--dry-run"  # ours, not Hydra's: print what each job of the command line would run
+
+
+def print_jobs(rows: list[dict]) -> None:
+    """The table of `--dry-run`: one row per job (seeds folded into one column)."""
+    from rich.table import Table
+
+    from decision_seq.cli.console import make_console
+
+    table = Table(title=f"{len(rows)} configuration(s), {sum(len(r['seeds']) for r in rows)} job(s); nothing was run")
+    for col in rows[0] if rows else ():
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row.values()))
+    make_console().print(table)
+
+
+def _cell(value) -> str:
+    if isinstance(value, (list, tuple)) or hasattr(value, "__len__") and not isinstance(value, str):
+        return ",".join(_cell(v) for v in value)
+    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def datasets_cmd(argv: list[str]) -> int:
@@ -66,10 +88,13 @@ def main(argv: list[str] | None = None) -> None:
     # `+experiment=x` spelling of Hydra's docs too rather than fail with "Multiple values".
     rest = [a[1:] if a.startswith("+experiment=") else a for a in rest]
 
-    from decision_seq.cli.precheck import precheck
+    from decision_seq.cli.precheck import dry_run, precheck
     from decision_seq.experiment.validation import ConfigError
 
     try:
+        if DRY_RUN in rest:  # print the jobs, run nothing
+            print_jobs(dry_run(cmd, [a for a in rest if a != DRY_RUN]))
+            return
         precheck(cmd, rest)  # every bad value: one line, before Hydra creates a dir or loads data
     except ConfigError as err:
         print(f"decision-seq {cmd}: error: {err}", file=sys.stderr)

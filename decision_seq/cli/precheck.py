@@ -37,7 +37,7 @@ def _first_line(err: BaseException) -> str:
             ("Set the environment variable", "Config search path", "provider=", "reference_type=", "object_type=")
         )
     ]
-    text = " ".join(keep[:4]) if keep else type(err).__name__
+    text = " ".join(keep[:40]) if keep else type(err).__name__  # 40: a group may list many options
     return text.replace("\t", " ")
 
 
@@ -67,8 +67,8 @@ def _compose(config_name: str, overrides: list[str], with_hydra: bool = False) -
         raise ConfigError(_first_line(err)) from None
 
 
-def _job_overrides(config_name: str, overrides: list[str]) -> tuple[DictConfig, list[list[str]]]:
-    """(the config composed with the fixed overrides, one override list per job to validate)."""
+def _sweep(config_name: str, overrides: list[str]) -> tuple[DictConfig, list[str], dict[str, list[str]]]:
+    """(the config composed with the fixed overrides, those overrides, swept key -> its `key=value` list)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
@@ -86,6 +86,13 @@ def _job_overrides(config_name: str, overrides: list[str]) -> tuple[DictConfig, 
             swept[o.get_key_element()] = [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
         elif o.get_key_element() in swept:  # a fixed command-line value replaces a preset's sweep
             del swept[o.get_key_element()]
+    return base, fixed, swept
+
+
+def _job_overrides(config_name: str, overrides: list[str]) -> tuple[DictConfig, list[list[str]]]:
+    """(the config composed with the fixed overrides, one override list per job to validate): every swept
+    value once, with the first value of the other swept keys."""
+    base, fixed, swept = _sweep(config_name, overrides)
     if not swept:
         return base, [fixed]
     first = {k: v[0] for k, v in swept.items()}
@@ -94,6 +101,43 @@ def _job_overrides(config_name: str, overrides: list[str]) -> tuple[DictConfig, 
         for value in values:
             jobs.append(fixed + [first[k] if k != key else value for k in swept])
     return base, jobs
+
+
+# What `--dry-run` shows of each job (label, config key).
+DRY_RUN_COLUMNS = (
+    ("dataset", "dataset.name"),
+    ("model", "model.name"),
+    ("embed", "model.net.embed_dim"),
+    ("layers", "model.net.backbone_kwargs.n_layer"),
+    ("K", "model.context_len"),
+    ("lr", "trainer.lr"),
+    ("steps", "trainer.steps"),
+    ("targets", "eval.targets"),
+    ("episodes", "eval.episodes"),
+    ("eval every", "eval.every"),
+)
+
+
+def dry_run(command: str, args: list[str]) -> list[dict]:
+    """The jobs `decision-seq COMMAND ARGS` would run, validated, without running them: one row per
+    combination of the swept keys other than `seed`, with its seeds and the settings in DRY_RUN_COLUMNS."""
+    import itertools
+
+    from hydra import initialize_config_module
+
+    overrides = [a for a in args if not a.startswith("-")]
+    with initialize_config_module(config_module="decision_seq.conf", version_base="1.3"):
+        _, fixed, swept = _sweep(command, overrides)
+        seeds = [v.split("=", 1)[1] for v in swept.pop("seed", [])]
+        rows = []
+        for combo in itertools.product(*swept.values()):
+            cfg = _compose(command, fixed + list(combo))
+            OmegaConf.resolve(cfg)
+            VALIDATORS[command](cfg)
+            row = {label: OmegaConf.select(cfg, key) for label, key in DRY_RUN_COLUMNS}
+            row["seeds"] = seeds or [str(cfg.seed)]
+            rows.append(row)
+    return rows
 
 
 def precheck(command: str, args: list[str]) -> None:

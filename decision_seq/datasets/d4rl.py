@@ -6,9 +6,9 @@ dataset id without reading it, `import_d4rl` reads the file (d4rl_files.py: HDF5
 Transformer repo's pickles), cuts it into episodes and writes it atomically.
 
 The datasets get D4RL's reference returns (so normalized scores follow the D4RL convention) and the
-nearest Gymnasium evaluation env (`Hopper-v5`, ...). Departure from D4RL: D4RL's data was collected on
-the mujoco-py `-v3` envs, whose dynamics and observations are close to, but not exactly, v5's, so
-scores are not strictly comparable with D4RL's (the import logs this and says so in the description).
+Gymnasium evaluation env whose model matches the data: D4RL was collected on the mujoco-py `-v3` envs,
+and Gymnasium's `-v4` envs keep the v3 models and rewards on the maintained `mujoco` bindings (`-v5`
+changes Walker2d's foot friction and the reward of the last, unhealthy step; docs/eval-envs.md).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class D4RLEnv:
     """What the suite knows about one D4RL MuJoCo environment."""
 
     name: str  # D4RL's name: hopper, halfcheetah, walker2d
-    eval_env_id: str  # nearest Gymnasium env
+    eval_env_id: str  # the Gymnasium env with the collection env's model (docs/eval-envs.md)
     collection_env_id: str  # the mujoco-py env D4RL's data came from
     ref_min_score: float  # D4RL's random-policy return
     ref_max_score: float  # D4RL's expert return
@@ -48,9 +48,9 @@ class D4RLEnv:
 # D4RL reference returns (random / expert) and the DT paper's targets. The names are naming.D4RL_ENV_NAMES
 # (which the dataset-id patterns use); tests/datasets/test_d4rl.py checks that the two agree.
 D4RL_ENVS: dict[str, D4RLEnv] = {
-    "hopper": D4RLEnv("hopper", "Hopper-v5", "Hopper-v3", -20.272305, 3234.3),
-    "halfcheetah": D4RLEnv("halfcheetah", "HalfCheetah-v5", "HalfCheetah-v3", -280.178953, 12135.0),
-    "walker2d": D4RLEnv("walker2d", "Walker2d-v5", "Walker2d-v3", 1.629008, 4592.3),
+    "hopper": D4RLEnv("hopper", "Hopper-v4", "Hopper-v3", -20.272305, 3234.3),
+    "halfcheetah": D4RLEnv("halfcheetah", "HalfCheetah-v4", "HalfCheetah-v3", -280.178953, 12135.0),
+    "walker2d": D4RLEnv("walker2d", "Walker2d-v4", "Walker2d-v3", 1.629008, 4592.3),
 }
 
 # hopper_medium_replay-v2, hopper-medium-replay-v2, halfcheetah_medium_expert (version optional)
@@ -228,10 +228,10 @@ def import_d4rl(
     if outside > float(np.max(action_space.high)) + 1e-6:
         log.warning("%s: actions reach %.4g, outside %s's bounds [-1, 1]", path, outside, spec.eval_env_id)
 
-    # Departure from D4RL: evaluation on Gymnasium's v5 env (D4RL's v3 envs need the unmaintained mujoco-py).
-    log.warning(
-        "D4RL data was collected on the mujoco-py %s env; %s is evaluated on Gymnasium's %s, whose dynamics and "
-        "observations are nearly but not exactly the same, so scores are not strictly comparable with D4RL's",
+    # D4RL's v3 envs need the unmaintained mujoco-py; Gymnasium's v4 keeps their model on the new bindings.
+    log.info(
+        "D4RL data was collected on the mujoco-py %s env; %s is evaluated on Gymnasium's %s, the same model and "
+        "reward on the maintained mujoco bindings (docs/eval-envs.md)",
         spec.collection_env_id,
         dataset_id,
         spec.eval_env_id,
@@ -240,8 +240,8 @@ def import_d4rl(
         f"D4RL {env}-{level} imported from {path.name} ({source}); {len(episodes)} episodes. Episodes end at "
         f"terminals or timeouts; without next_observations a time-limited or partial episode loses its last "
         f"transition and a terminated one repeats its last observation. Collected on mujoco-py "
-        f"{spec.collection_env_id}; evaluated on Gymnasium {spec.eval_env_id} (dynamics and observations nearly but "
-        f"not exactly the same). Reference returns: D4RL's random ({spec.ref_min_score}) and expert "
+        f"{spec.collection_env_id}; evaluated on Gymnasium {spec.eval_env_id} (the same model and reward on the "
+        f"maintained mujoco bindings). Reference returns: D4RL's random ({spec.ref_min_score}) and expert "
         f"({spec.ref_max_score}).{extra}"
     )
     behaviour = data.metadata.get("algorithm") if not is_pickle else None

@@ -57,7 +57,7 @@ def evaluate_model(
         obs_mean=obs_mean,
         obs_std=obs_std,
         rtg_scale=rtg_scale,
-        seed=seed * 10_000,
+        seed=seed * 10_000,  # departure: the official code leaves reset seeds to the env (README: Departures)
         num_envs=eval_cfg.num_envs,
         device=device,
         progress=eval_cfg.progress,

@@ -58,6 +58,11 @@ def model_kwargs_for(net_cfg: dict, episodes: EpisodeSet, max_ep_len: int) -> di
     return kwargs
 
 
+def _eval_env_id(episodes: EpisodeSet) -> str | None:
+    """The evaluation env's id (e.g. Hopper-v4), recorded in results.json: runs on different envs never pool."""
+    return episodes.eval_env_spec.id if episodes.eval_env_spec is not None else None
+
+
 def _env_limit(episodes: EpisodeSet) -> int | None:
     env = episodes.make_eval_env()
     try:
@@ -140,6 +145,7 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
         "context_len": K,
         "rtg_scale": float(cfg.dataset.rtg_scale),
         "dataset_id": cfg.dataset.id,
+        "eval_env": _eval_env_id(episodes),
         "final": "last evaluation (the DT paper's protocol)",
         "best": "max over evaluations during training (the Decision Mamba paper's protocol)",
         "score": "mean normalized score (0-100) of the best target",
@@ -287,6 +293,7 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
                 "final/score": final["score"],
                 "best/score": best["score"],
                 "dataset/mean_normalized_score": data_summary.get("normalized_score_mean"),
+                "protocol/eval_env": protocol["eval_env"],
             }
         )
     finally:
@@ -350,7 +357,12 @@ def run_eval(cfg: DictConfig, out_dir: Path) -> dict:
         "model": train_cfg["model"]["name"],
         "seed": int(cfg.seed),
         "steps": int(ckpt["step"]),
-        "protocol": {"targets": targets, "episodes": int(cfg.eval.episodes), "mode": cfg.eval.mode},
+        "protocol": {
+            "targets": targets,
+            "episodes": int(cfg.eval.episodes),
+            "mode": cfg.eval.mode,
+            "eval_env": _eval_env_id(episodes),
+        },
         "evaluations": [record],
         "final": final,
     }

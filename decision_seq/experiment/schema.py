@@ -40,6 +40,7 @@ class ModelConfig:
 class DatasetConfig:
     name: str = MISSING
     id: str = MISSING
+    task: str | None = None  # the D4RL task (hopper-medium, ...) a dataset reproduces; null for others
     download: bool = False
     targets: list[float] | None = None
     rtg_scale: float = MISSING
@@ -97,6 +98,9 @@ class TrainEvalConfig(EvalConfig):
 @dataclass
 class TrainConfig:
     seed: int = MISSING
+    # Per-task settings of a protocol (e.g. experiment=dmamba-paper): task -> {setting: value}, read by
+    # interpolations such as ${oc.select:"per_task.${dataset.task}.lr",1e-4} so a sweep resolves them per job.
+    per_task: dict[str, Any] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -31,7 +31,7 @@ from decision_seq.leaderboard.runs import (
 )
 
 # Fields that differ between datasets by design; aggregates over datasets compare only the others.
-DATASET_FIELDS = ("dataset_id", "targets", "rtg_scale")
+DATASET_FIELDS = ("dataset_id", "targets", "rtg_scale", "eval_env")
 
 
 def fmt_value(value: object) -> str:

@@ -1,31 +1,128 @@
 """Published D4RL scores the leaderboard shows beside our own, and which row gets which number.
 
-Every number here, with its paper, authors, year, arXiv id and table, is listed in
-docs/published-scores.md; change them together. Scores are D4RL normalized scores (x100).
+The numbers live in one machine-readable file, `published.csv` next to this module (package data), one
+row per (task, model, source); docs/published.md describes its columns and every source (paper, table,
+seeds, last or best, episodes, targets). Change them together: tests/leaderboard/test_published.py
+checks that they agree. Scores are D4RL normalized scores (x100).
+
+A leaderboard row of model M on D4RL task T shows the first CSV row of (T, M), in file order; all rows of
+(T, M) are kept for the footnotes. Any model with rows in the CSV gets a number, no code change needed.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
+from importlib import resources
 
 from decision_seq.datasets import naming
 
-# Decision Transformer on the nine D4RL locomotion tasks, one column per source. `last`/`final` is the
-# score after the last training step; `best` is the maximum over the evaluations during training.
-DT_SOURCES = ("DT paper, last", "CORL, last", "CORL, best", "d3rlpy, final", "d3rlpy, best")
-PUBLISHED_DT: dict[str, tuple[float, ...]] = {  # task -> one value per DT_SOURCES entry
-    "halfcheetah-medium": (42.6, 42.2, 42.7, 42.6, 43.5),
-    "hopper-medium": (67.6, 65.1, 69.4, 60.4, 77.4),
-    "walker2d-medium": (74.0, 67.6, 74.7, 67.4, 80.6),
-    "halfcheetah-medium-replay": (36.6, 38.9, 40.3, 38.4, 41.1),
-    "hopper-medium-replay": (82.7, 81.8, 88.7, 79.6, 94.8),
-    "walker2d-medium-replay": (66.6, 59.9, 68.2, 56.8, 78.8),
-    "halfcheetah-medium-expert": (86.8, 91.6, 93.4, 56.5, 88.2),
-    "hopper-medium-expert": (107.6, 110.4, 111.2, 108.9, 112.7),
-    "walker2d-medium-expert": (108.1, 107.1, 108.7, 108.4, 109.7),
-}
-# Decision Mamba (Ota 2024) reports hopper-medium only, as the maximum over evaluations during training.
-PUBLISHED_DMAMBA: dict[str, tuple[tuple[str, float], ...]] = {"hopper-medium": (("DMamba paper, best", 83.5),)}
+CSV_FILE = "published.csv"
+COLUMNS = ("task", "model", "source", "protocol", "value", "seeds", "episodes", "targets", "reference", "where")
+PROTOCOLS = ("last", "best")  # last: the score when training ends; best: the maximum over evaluations
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of published.csv: a published score of one model on one D4RL task, from one source."""
+
+    task: str  # D4RL task without version, e.g. "hopper-medium"
+    model: str  # our model name, e.g. "dt"
+    source: str  # short label shown on the leaderboard, e.g. "DT paper, last"
+    protocol: str  # "last" or "best"
+    value: float
+    seeds: int | None  # None: not verified
+    episodes: int | None  # evaluation episodes (per target), None: not verified
+    targets: tuple[float, ...]  # evaluation return targets (raw returns); () when not verified
+    reference: str  # paper or repository, with arXiv id
+    where: str  # table or file in the reference ("" when not verified)
+
+
+def _optional_int(text: str) -> int | None:
+    return int(text) if text.strip() else None
+
+
+def parse_csv(text: str) -> tuple[Entry, ...]:
+    """published.csv's text -> its rows; ValueError naming the line for a malformed file."""
+    reader = csv.DictReader(io.StringIO(text))
+    if tuple(reader.fieldnames or ()) != COLUMNS:
+        raise ValueError(f"{CSV_FILE}: columns must be {', '.join(COLUMNS)}; got {reader.fieldnames}")
+    entries, seen = [], set()
+    for row in reader:
+        where = f"{CSV_FILE} line {reader.line_num}"
+        try:
+            entry = Entry(
+                task=row["task"].strip(),
+                model=row["model"].strip(),
+                source=row["source"].strip(),
+                protocol=row["protocol"].strip(),
+                value=float(row["value"]),
+                seeds=_optional_int(row["seeds"]),
+                episodes=_optional_int(row["episodes"]),
+                targets=tuple(float(t) for t in row["targets"].split(";") if t.strip()),
+                reference=row["reference"].strip(),
+                where=row["where"].strip(),
+            )
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: {e}") from e
+        if not (entry.task and entry.model and entry.source and entry.reference):
+            raise ValueError(f"{where}: task, model, source and reference must not be empty")
+        if entry.protocol not in PROTOCOLS:
+            raise ValueError(f"{where}: protocol must be one of {', '.join(PROTOCOLS)}, got {entry.protocol!r}")
+        key = (entry.task, entry.model, entry.source)
+        if key in seen:
+            raise ValueError(f"{where}: a second row for {key}")
+        seen.add(key)
+        entries.append(entry)
+    return tuple(entries)
+
+
+def load_entries() -> tuple[Entry, ...]:
+    """Every row of the packaged published.csv, in file order."""
+    text = resources.files(__package__).joinpath(CSV_FILE).read_text(encoding="utf-8")
+    return parse_csv(text)
+
+
+ENTRIES: tuple[Entry, ...] = load_entries()
+
+
+def group_entries(entries: tuple[Entry, ...]) -> dict[tuple[str, str], tuple[Entry, ...]]:
+    """(model, task) -> its rows in file order; the first is the one a leaderboard row shows."""
+    grouped: dict[tuple[str, str], tuple[Entry, ...]] = {}
+    for e in entries:
+        grouped[(e.model, e.task)] = (*grouped.get((e.model, e.task), ()), e)
+    return grouped
+
+
+PUBLISHED: dict[tuple[str, str], tuple[Entry, ...]] = group_entries(ENTRIES)
+
+
+def sources_of(model: str) -> tuple[str, ...]:
+    """The source labels of a model, in order of first appearance in the CSV."""
+    return tuple(dict.fromkeys(e.source for e in ENTRIES if e.model == model))
+
+
+def _by_source(model: str) -> dict[str, tuple[tuple[str, float], ...]]:
+    return {task: tuple((e.source, e.value) for e in rows) for (m, task), rows in PUBLISHED.items() if m == model}
+
+
+def _one_column_per_source(model: str) -> dict[str, tuple[float, ...]]:
+    """task -> one value per source of `model` (sources_of order); every task must have every source."""
+    sources = sources_of(model)
+    table = {}
+    for task, pairs in _by_source(model).items():
+        if tuple(s for s, _ in pairs) != sources:
+            raise ValueError(f"{CSV_FILE}: {model} on {task} must have the sources {sources} in that order")
+        table[task] = tuple(v for _, v in pairs)
+    return table
+
+
+# Decision Transformer on the nine D4RL locomotion tasks, one value per source in DT_SOURCES order.
+DT_SOURCES: tuple[str, ...] = sources_of("dt")
+PUBLISHED_DT: dict[str, tuple[float, ...]] = _one_column_per_source("dt")
+# Decision Mamba: task -> ((source, value), ...).
+PUBLISHED_DMAMBA: dict[str, tuple[tuple[str, float], ...]] = _by_source("dmamba")
 
 DAGGER = "†"
 REBUILD_NOTE = f"{DAGGER} D4RL-style rebuild on Gymnasium v5 envs: not the same data; for orientation only."
@@ -50,10 +147,7 @@ def published_for(dataset_id: str, model: str) -> Published | None:
     if task is None:
         return None
     name, exact = task
-    if model == "dt" and name in PUBLISHED_DT:
-        entries = tuple(zip(DT_SOURCES, PUBLISHED_DT[name], strict=True))
-    elif model == "dmamba" and name in PUBLISHED_DMAMBA:
-        entries = PUBLISHED_DMAMBA[name]
-    else:
+    rows = PUBLISHED.get((model, name))
+    if not rows:
         return None
-    return Published(entries[0][1], entries[0][0], exact, entries)
+    return Published(rows[0].value, rows[0].source, exact, tuple((e.source, e.value) for e in rows))

@@ -19,7 +19,18 @@ from decision_seq.experiment.results import RESULTS_FILE, eval_score
 
 # What makes two runs comparable. `mode` is the evaluation mode (window / recurrent). Defined here because
 # a run's protocol is read with the run; grouping splits on these same fields.
-PROTOCOL_FIELDS = ("dataset_id", "targets", "episodes", "steps", "eval_every", "mode", "context_len", "rtg_scale")
+# eval_env: runs evaluated on different envs (e.g. Hopper-v4 and -v5) are never pooled.
+PROTOCOL_FIELDS = (
+    "dataset_id",
+    "targets",
+    "episodes",
+    "steps",
+    "eval_every",
+    "mode",
+    "context_len",
+    "rtg_scale",
+    "eval_env",
+)
 
 # W&B names its run dirs `run-<date>_<time>-<id>` (online) or `offline-run-...`.
 WANDB_RUN_DIR = re.compile(r"^(offline-)?run-\d{8}_\d{6}-\w+$")
@@ -168,6 +179,7 @@ def run_from_wandb(
             "mode": ev.get("mode"),
             "context_len": model.get("context_len"),
             "rtg_scale": dataset.get("rtg_scale"),
+            "eval_env": summary.get("protocol/eval_env"),
         }
         run = Run(
             path=path,

@@ -214,11 +214,11 @@ def test_import_then_info_and_list(tmp_path, fresh_minari_root, no_network, caps
     capsys.readouterr()
     assert datasets_main(["list"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if "d4rl/walker2d/medium-v2" in line)
-    assert "d4rl-walker2d-medium" in row and "Walker2d-v5" in row and "1.629008 / 4592.3" in row
+    assert "d4rl-walker2d-medium" in row and "Walker2d-v4" in row and "1.629008 / 4592.3" in row
     assert datasets_main(["info", "d4rl/walker2d/medium-v2", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     # rows 0-2 end on a terminal; rows 3-5 are a partial episode that loses its last transition (no next obs)
-    assert info["episodes"] == 2 and info["steps"] == 5 and info["eval_env"] == "Walker2d-v5"
+    assert info["episodes"] == 2 and info["steps"] == 5 and info["eval_env"] == "Walker2d-v4"
     assert (info["return_min"], info["return_max"]) == (0 + 1 + 2, 3 + 4)
 
 

@@ -99,7 +99,7 @@ def test_bad_inputs_exit_2(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "leaderboard").exists() and not (tmp_path / "valid" / "leaderboard").exists()  # no output
     assert main(["--help"]) == EXIT_OK
     help_text = capsys.readouterr().out
-    for word in ("results.json", "--strict", "IQM", "leaderboard.csv", "examples", "docs/published-scores.md"):
+    for word in ("results.json", "--strict", "IQM", "leaderboard.csv", "examples", "docs/published.md"):
         assert word in help_text
 
 

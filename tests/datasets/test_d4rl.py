@@ -100,7 +100,7 @@ def _assert_episode(ep, obs, act_rows, terminated: bool):
 
 def test_import_with_next_observations(tmp_path, fresh_minari_root, caplog):
     path = write_d4rl(tmp_path / "hopper_medium_replay-v2.hdf5")
-    with caplog.at_level(logging.WARNING, logger="decision_seq"):
+    with caplog.at_level(logging.INFO, logger="decision_seq"):
         dataset = import_d4rl(path, progress=False)
     assert dataset.id == HOPPER_ID
     eps = _episodes(HOPPER_ID)
@@ -110,19 +110,19 @@ def test_import_with_next_observations(tmp_path, fresh_minari_root, caplog):
     _assert_episode(eps[1], np.concatenate([_obs(range(4, 9)), _next_obs([8])]), range(4, 9), terminated=False)
     _assert_episode(eps[2], np.concatenate([_obs(range(9, 12)), _next_obs([11])]), range(9, 12), terminated=False)
 
-    # D4RL reference returns, Gymnasium v5 eval env, and the version caveat in the log and the description.
+    # D4RL reference returns, the v4 eval env (the v3 collection env's model), said in the log and the description.
     spec = D4RL_ENVS["hopper"]
     episodes = load_episodes(HOPPER_ID)
     assert (episodes.ref_min_score, episodes.ref_max_score) == (-20.272305, 3234.3)
-    assert episodes.eval_env_spec.id == "Hopper-v5"
+    assert episodes.eval_env_spec.id == "Hopper-v4"
     metadata = minari.load_dataset(HOPPER_ID).storage.metadata
     assert json.loads(metadata["eval_env_spec"])["id"] == spec.eval_env_id
-    assert "Hopper-v3" in metadata["description"] and "Hopper-v5" in metadata["description"]
+    assert "Hopper-v3" in metadata["description"] and "Hopper-v4" in metadata["description"]
     assert "SAC" in metadata["algorithm_name"]
-    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "mujoco-py Hopper-v3" in r.getMessage()]
-    assert warned and "Hopper-v5" in warned[0].getMessage()
+    said = [r for r in caplog.records if "mujoco-py Hopper-v3" in r.getMessage()]
+    assert said and "Hopper-v4" in said[0].getMessage()
     env = minari.load_dataset(HOPPER_ID).recover_environment(eval_env=True)
-    assert env.spec.id == "Hopper-v5"
+    assert env.spec.id == "Hopper-v4"
     env.close()
 
 
@@ -237,7 +237,7 @@ def test_cli_pickle_without_flag_is_one_line(tmp_path, fresh_minari_root, capsys
         ("text", "not an HDF5 file"),
         ("no-rewards", "missing rewards"),
         ("length", "inconsistent lengths"),
-        ("dims", "observations have 22 features.*Hopper-v5 .* has 11"),
+        ("dims", "observations have 22 features.*Hopper-v4 .* has 11"),
         ("next-obs", "next_observations has shape"),
     ],
 )
@@ -347,3 +347,21 @@ def test_disk_full_mid_write_leaves_no_partial_dataset(tmp_path, fresh_minari_ro
     ds = minari.load_dataset(HOPPER_ID)
     assert ds.total_steps == N
     np.testing.assert_array_equal(next(ds.iterate_episodes()).rewards, _rewards(range(4)))
+
+
+def test_eval_envs_keep_the_collection_models():
+    """Each D4RL env evaluates on Gymnasium's v4: the v3 model (XML) and reward on the maintained bindings.
+    v5 differs: Walker2d-v5's model sets the foot friction 1.9 where v3/v4 have 0.9 (docs/eval-envs.md)."""
+    import gymnasium as gym
+
+    for name, spec in D4RL_ENVS.items():
+        assert spec.collection_env_id.endswith("-v3") and spec.eval_env_id == spec.collection_env_id[:-1] + "4", name
+        env = gym.make(spec.eval_env_id)
+        try:
+            assert env.spec.max_episode_steps == 1000
+        finally:
+            env.close()
+    v4, v5 = gym.make("Walker2d-v4").unwrapped, gym.make("Walker2d-v5").unwrapped
+    foot = v4.model.geom("foot_geom").id
+    assert v4.model.geom_friction[foot][0] == pytest.approx(0.9)
+    assert v5.model.geom_friction[foot][0] == pytest.approx(1.9)

@@ -143,23 +143,6 @@ def test_smoke_preset_through_local_ray(pendulum_dataset_id, tmp_path):
     _check_smoke_sweep(sweep, tmp_path)
 
 
-@pytest.mark.parametrize("preset,model", [("dt-paper", "dt"), ("dmamba-paper", "dmamba")])
-def test_paper_presets_compose(preset, model):
-    with initialize_config_module(config_module="decision_seq.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={preset}"], return_hydra_config=True)
-        assert cfg.model.name == model and cfg.model.context_len == 20 and cfg.model.net.embed_dim == 128
-        assert cfg.model.net.backbone_kwargs.n_layer == 3
-        assert cfg.trainer.steps == 100_000 and cfg.trainer.batch_size == 64 and cfg.trainer.lr == 1e-4
-        assert cfg.eval.episodes == 100 and cfg.eval.every == 10_000
-        params = cfg.hydra.sweeper.params
-        assert params.seed == "range(5)"
-        datasets = params.dataset.split(",")
-        assert len(datasets) == 9
-        for name in datasets:  # every swept dataset is a real dataset entry
-            ds = compose("train", overrides=[f"experiment={preset}", f"dataset={name}"]).dataset
-            assert ds.name == name and ds.id.startswith("decision-seq/") and ds.rtg_scale == 1000
-
-
 @pytest.mark.parametrize("cpus,gpus,expected_jobs", [(16, 0, 8), (2, 0, 1), (1, 0, 1), (16, 3, 3)])
 def test_launcher_configs_compose(monkeypatch, cpus, gpus, expected_jobs):
     """hydra/launcher=local runs one job per GPU, else one per 2 cores; =slurm keeps its documented keys."""

@@ -98,6 +98,7 @@ def make_results(
         "context_len": 20,
         "rtg_scale": 1000.0,
         "dataset_id": dataset_id,
+        "eval_env": "Hopper-v4",
     } | protocol
     res = {
         "status": status,

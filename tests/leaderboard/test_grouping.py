@@ -55,6 +55,17 @@ def test_mixed_protocols_split_with_warning(tmp_path):
     assert "protocol mismatch" in str(err.value) and "steps is 1000" in str(err.value) and "but 3000" in str(err.value)
 
 
+def test_runs_on_different_eval_envs_never_pool(tmp_path):
+    root = tmp_path / "envs"
+    write_run(root, "a", seed=0, last=40.0)
+    write_run(root, "b", seed=1, last=60.0, eval_env="Hopper-v5")
+    lb = build_leaderboard([root])
+    assert sorted(c.variant for c in lb.cells) == ["eval_env=Hopper-v4", "eval_env=Hopper-v5"]
+    assert len(lb.warnings) == 1 and "'eval_env'" in lb.warnings[0]
+    with pytest.raises(LeaderboardError, match="eval_env is Hopper-v4"):
+        build_leaderboard([root], strict=True)
+
+
 def test_aggregates_keep_protocol_families_apart(tmp_path):
     root = tmp_path / "fam"
     write_run(root, "h", seed=0, last=40.0, steps=1000)

@@ -46,7 +46,14 @@ def test_wandb_dir(tmp_path: Path):
     wb = tmp_path / "wandb" / "run-20250101_120000-abc123" / "files"
     wb.mkdir(parents=True)
     (wb / "wandb-summary.json").write_text(
-        json.dumps({"final/score": 61.0, "best/score": 70.0, "dataset/mean_normalized_score": 40.0})
+        json.dumps(
+            {
+                "final/score": 61.0,
+                "best/score": 70.0,
+                "dataset/mean_normalized_score": 40.0,
+                "protocol/eval_env": "Hopper-v4",
+            }
+        )
     )
     (wb / "config.yaml").write_text(
         "_wandb:\n  value: {cli_version: 0.31.0}\n"
