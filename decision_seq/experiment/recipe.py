@@ -219,6 +219,7 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
         logger=logger,
         evaluate=evaluate,
         progress=tc.progress,
+        status_every_sec=tc.status_every_sec,
         skip_nonfinite=tc.skip_nonfinite,
         stop_signals=list(tc.stop_signals),
         checkpoint_extra={

@@ -64,6 +64,7 @@ class TrainerConfig:
     keep_checkpoints: int = MISSING
     resume: Any = False  # false | true | a run dir or .pt path
     progress: bool = MISSING
+    status_every_sec: float = MISSING
     skip_nonfinite: bool = MISSING
     stop_signals: list[Any] = MISSING  # names (SIGTERM) or numbers
 

@@ -217,6 +217,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     _device(c, "trainer.device", t.device)
     c.optional_int_at_least("trainer.num_threads", t.num_threads, 1, " or null (torch's default)")
     c.int_at_least("trainer.log_every", t.log_every, 1)
+    c.number("trainer.status_every_sec", t.status_every_sec, low=0, low_open=True)
     c.int_at_least("trainer.checkpoint_every", t.checkpoint_every, 0, " (0 = only at the end)")
     c.int_at_least("trainer.keep_checkpoints", t.keep_checkpoints, 0)
     _signals(c, "trainer.stop_signals", t.stop_signals)

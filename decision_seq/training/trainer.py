@@ -103,6 +103,16 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def status_line(step: int, steps: int, loss: float, steps_per_sec: float) -> str:
+    """The plain progress line of logs that are not a terminal: step, loss, speed and time left."""
+    left = (steps - step) / steps_per_sec if steps_per_sec > 0 else float("inf")
+    eta = "?" if not math.isfinite(left) else time.strftime("%H:%M:%S", time.gmtime(left)) if left < 86400 else ">1 day"
+    return (
+        f"step {step}/{steps} ({100 * step / steps:.0f}%): loss {loss:.4f}, {steps_per_sec:.1f} steps/s, "
+        f"ETA {eta} (training only, evaluations add to it)"
+    )
+
+
 class Trainer:
     """Owns model, optimizer, schedule and sampler stream; `fit()` runs to `steps` total."""
 
@@ -129,6 +139,7 @@ class Trainer:
         evaluate: Callable[[int], dict] | None = None,
         checkpoint_extra: dict | None = None,
         progress: bool = True,
+        status_every_sec: float = 30.0,
         skip_nonfinite: bool = False,
         stop_signals=DEFAULT_STOP_SIGNALS,
     ):
@@ -147,6 +158,9 @@ class Trainer:
         self.checkpoint_every, self.checkpoint_dir = checkpoint_every, checkpoint_dir
         self.keep_checkpoints = keep_checkpoints
         self.logger, self.evaluate, self.progress = logger, evaluate, progress
+        # Without a live bar (progress off, or a log file / SLURM / CI rather than a terminal) a plain status
+        # line is logged at least every `status_every_sec` seconds, so a run is never silent for minutes.
+        self.status_every_sec = status_every_sec
         self.checkpoint_extra = checkpoint_extra or {}
         self.skip_nonfinite = skip_nonfinite
         self.stop_signals = signal_numbers(stop_signals)
@@ -290,15 +304,11 @@ class Trainer:
         self._bad_step = torch.zeros((), dtype=torch.long, device=self.device) if deferred else None
         self._bad_stats = torch.zeros(2, device=self.device) if deferred else None
         previous = self._install_handlers()
+        live_bar = self.progress and sys.stderr.isatty()
         bar = tqdm(
-            total=self.steps,
-            initial=self.step,
-            desc="train",
-            unit="step",
-            dynamic_ncols=True,
-            disable=not self.progress,
-            mininterval=0.5 if sys.stderr.isatty() else 10.0,
+            total=self.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True, disable=not live_bar
         )
+        last_status = time.perf_counter()
         acc = torch.zeros(2, device=self.device)  # running (loss, grad-norm) sums: no host sync per step
         n_acc, window_t0, window_train = 0, time.perf_counter(), self.train_time
         try:
@@ -313,7 +323,8 @@ class Trainer:
                     torch.cuda.synchronize()
                 self.train_time += time.perf_counter() - t0
                 bar.update(1)
-                if self.step % self.log_every == 0 or self.step == self.steps:
+                status_due = not live_bar and time.perf_counter() - last_status >= self.status_every_sec
+                if self.step % self.log_every == 0 or self.step == self.steps or status_due:
                     self._check_deferred()
                     loss, gnorm = (acc / max(n_acc, 1)).tolist() if n_acc else (float("nan"), float("nan"))
                     sps = n_acc / max(self.train_time - window_train, 1e-9)
@@ -327,6 +338,9 @@ class Trainer:
                         "perf/wall_sec": time.perf_counter() - window_t0,
                     }
                     bar.set_postfix(loss=f"{loss:.4f}", sps=f"{sps:.1f}", refresh=False)
+                    if status_due or (not live_bar and self.step == self.steps):
+                        log.info("%s", status_line(self.step, self.steps, loss, sps))
+                        last_status = time.perf_counter()
                     if self.logger is not None:
                         self.logger.log(metrics, step=self.step)
                     acc.zero_()

@@ -61,3 +61,49 @@ def test_bf16_autocast_really_runs_on_cpu(bf16, pendulum_dataset_id):
     assert seen == [(bf16, torch.bfloat16 if bf16 else torch.float32)] * 2
     assert all(loss.dtype == torch.float32 for loss in losses)
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+class _Quadratic(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        return ((self.w - batch["x"]) ** 2).mean()
+
+
+class _Sampler:
+    def sample(self) -> dict:
+        return {"x": torch.zeros(3)}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def test_status_lines_without_a_live_bar(caplog):
+    """progress off (or not a terminal): a plain line per due interval, and one at the end."""
+    import logging
+
+    from decision_seq.training.trainer import Trainer, status_line
+
+    with caplog.at_level(logging.INFO, logger="decision_seq.training.trainer"):
+        Trainer(
+            _Quadratic(), _Sampler(), steps=20, log_every=5, warmup_steps=1, progress=False, status_every_sec=1e-9
+        ).fit()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [ln.split(":")[0] for ln in lines] == [f"step {s}/20 ({5 * s}%)" for s in range(1, 21)]
+    assert all("steps/s, ETA " in ln for ln in lines) and lines[-1].split("ETA ")[1].startswith("00:00:00")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="decision_seq.training.trainer"):
+        Trainer(
+            _Quadratic(), _Sampler(), steps=20, log_every=5, warmup_steps=1, progress=False, status_every_sec=3600
+        ).fit()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert len(lines) == 1 and lines[0].startswith("step 20/20 (100%): loss ")  # only the final line
+    assert status_line(50, 100, 0.5, 10.0) == (
+        "step 50/100 (50%): loss 0.5000, 10.0 steps/s, ETA 00:00:05 (training only, evaluations add to it)"
+    )
+    assert "ETA ?" in status_line(1, 100, 0.5, 0.0)
