@@ -17,7 +17,6 @@ from decision_seq.data.episodes import load_episodes
 from decision_seq.datasets import builtin
 from decision_seq.datasets.builtin import CARTPOLE_DATASET_ID, build_cartpole_mixed
 from decision_seq.datasets.minari_io import dataset_exists_locally
-from tests.helpers import cli
 
 ERROR = "decision-seq datasets: error:"
 
@@ -190,14 +189,20 @@ def test_build_delegates_to_the_sac_build(capsys):
     assert "build" in out and "--train-steps" in out and "--levels" in out
 
 
-def test_train_resolves_hydra_dataset_entries():
-    out = cli("train", "dataset=d4rl-hopper-medium-replay", "logger=none", "--cfg", "job")
-    assert "id: d4rl/hopper/medium-replay-v2" in out.stdout
-    assert "- 3600" in out.stdout and "rtg_scale: 1000" in out.stdout
+def test_train_resolves_hydra_dataset_entries(capsys, restore_logging):
+    from decision_seq.cli import main
 
-    out = cli("train", "--help")
+    main(["train", "dataset=d4rl-hopper-medium-replay", "logger=none", "--cfg", "job"])  # in process
+    out = capsys.readouterr().out
+    assert "id: d4rl/hopper/medium-replay-v2" in out
+    assert "- 3600" in out and "rtg_scale: 1000" in out
+
+    with pytest.raises(SystemExit) as exit_:  # Hydra's --help exits 0
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
     for name in ("hopper-medium-replay", "d4rl-walker2d-medium-expert", "halfcheetah-random"):
-        assert name in out.stdout
+        assert name in out
 
 
 def test_import_then_info_and_list(tmp_path, fresh_minari_root, no_network, capsys):

@@ -108,18 +108,27 @@ def test_eval_checkpoint_and_bad_checkpoint(pendulum_dataset_id, tmp_path):
     for a, b in zip(res["evaluations"][0]["results"], train_res, strict=True):
         assert a["returns"][:2] == pytest.approx(b["returns"])
 
+
+def test_eval_refuses_a_bad_or_missing_checkpoint(tmp_path, capsys, restore_logging):
+    from decision_seq.cli import main
+
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    proc = cli("eval", f"checkpoint={bad}", f"hydra.run.dir={tmp_path / 'bad_eval'}", check=False)
-    assert proc.returncode == 2 and "cannot be read safely" in proc.stdout + proc.stderr
-    proc = cli("eval", f"checkpoint={tmp_path / 'missing.pt'}", check=False)
-    assert proc.returncode == 2 and "no such file or run dir" in proc.stderr
+    with pytest.raises(SystemExit) as exit_:  # in process: the real entry point, Hydra included
+        main(["eval", f"checkpoint={bad}", f"hydra.run.dir={tmp_path / 'bad_eval'}"])
+    assert exit_.value.code == 2 and "cannot be read safely" in "".join(capsys.readouterr())
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", f"checkpoint={tmp_path / 'missing.pt'}"])
+    assert exit_.value.code == 2 and "no such file or run dir" in capsys.readouterr().err
 
 
-def test_missing_dataset_clear_error(tmp_path):
-    proc = cli("train", "dataset.id=mujoco/nowhere/none-v0", "logger=none", f"hydra.run.dir={tmp_path}", check=False)
-    assert proc.returncode == 2
-    out = proc.stdout + proc.stderr
+def test_missing_dataset_clear_error(tmp_path, capsys, restore_logging):
+    from decision_seq.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "dataset.id=mujoco/nowhere/none-v0", "logger=none", f"hydra.run.dir={tmp_path}"])
+    assert exit_.value.code == 2
+    out = "".join(capsys.readouterr())
     assert "mujoco/nowhere/none-v0" in out and "dataset.download=true" in out
 
 

@@ -197,16 +197,6 @@ BAD_INPUTS = {
 }
 
 
-@pytest.fixture
-def restore_logging():
-    """Hydra, run in process, configures the root logger onto this test's captured stdout: undo it."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_one_line_exit_2(case, dt_run, tmp_path, capsys, restore_logging):
     from decision_seq.cli import main

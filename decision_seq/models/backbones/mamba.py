@@ -25,7 +25,7 @@ from decision_seq.models.backbones.base import BackboneBase, check_depth
 from decision_seq.models.ops.kernels import KERNEL_DTYPES, Kernels, load_kernels
 from decision_seq.models.ops.selective_scan import compute_dtype, selective_scan
 
-__all__ = ["MambaBackbone", "MambaBlock", "MambaMixer", "load_kernels"]
+__all__ = ["MambaBackbone", "MambaBlock", "MambaMixer", "MixerBlock", "MixerStack", "load_kernels"]
 
 # ---------------------------------------------------------------------------------------------------
 # Mixer
@@ -235,27 +235,19 @@ class MambaMixer(nn.Module):
 # ---------------------------------------------------------------------------------------------------
 
 
-class MambaBlock(nn.Module):
-    """Decision Mamba block: x + Mamba(LN(x)), then x + MLP(LN(x)) with MLP = Linear-GELU-Linear-Dropout.
+class MixerBlock(nn.Module):
+    """Decision Mamba block around a sequence mixer: x + mixer(LN(x)), then x + MLP(LN(x)) with
+    MLP = Linear-GELU-Linear-Dropout. Shared by the Mamba and Mamba-2 backbones (mamba2.py).
 
-    As in the official code there is no dropout after the mixer, only at the end of the MLP.
+    As in the official code there is no dropout after the mixer, only at the end of the MLP. The mixer
+    takes (x (B, T, D), mask) and has mamba_ssm's `step(x (B, 1, D), *state)` and
+    `allocate_inference_cache(batch_size, dtype=, device=)`.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        dropout: float,
-        d_state: int,
-        d_conv: int,
-        expand: int,
-        use_kernels: bool | None,
-        layer_idx: int | None = None,
-    ):
+    def __init__(self, d_model: int, dropout: float, mixer: nn.Module):
         super().__init__()
         self.norm_mixer = nn.LayerNorm(d_model)
-        self.mixer = MambaMixer(
-            d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand, use_kernels=use_kernels, layer_idx=layer_idx
-        )
+        self.mixer = mixer  # built by the caller before the MLP, so a seed draws the same weights as before
         self.norm_mlp = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
             nn.Linear(d_model, 4 * d_model),
@@ -268,47 +260,55 @@ class MambaBlock(nn.Module):
         x = x + self.mixer(self.norm_mixer(x), mask)
         return x + self.mlp(self.norm_mlp(x))
 
-    def step(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """x (B, 1, D); updates `state` = (conv_state, ssm_state) in place."""
-        y, _, _ = self.mixer.step(self.norm_mixer(x), *state)
+    def step(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """x (B, 1, D); updates the mixer's `state` (conv_state, ssm_state) in place."""
+        y, *_ = self.mixer.step(self.norm_mixer(x), *state)
         x = x + y
         return x + self.mlp(self.norm_mlp(x))
+
+
+class MambaBlock(MixerBlock):
+    """Decision Mamba block with the Mamba mixer."""
+
+    def __init__(
+        self,
+        d_model: int,
+        dropout: float,
+        d_state: int,
+        d_conv: int,
+        expand: int,
+        use_kernels: bool | None,
+        layer_idx: int | None = None,
+    ):
+        mixer = MambaMixer(
+            d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand, use_kernels=use_kernels, layer_idx=layer_idx
+        )
+        super().__init__(d_model, dropout, mixer)
 
 
 INIT_CHOICES = ("mamba_ssm", "gpt2")
 
 
-@register_backbone("mamba")
-class MambaBackbone(BackboneBase):
-    """Stack of Decision Mamba blocks and a final LayerNorm; DMamba paper defaults (3 layers, d_state 16).
+def check_init(init: str, backbone: str) -> None:
+    if init not in INIT_CHOICES:
+        raise ValueError(f"{backbone} backbone init must be one of {', '.join(INIT_CHOICES)}, got {init!r}")
 
-    init="gpt2" (default, as the official DMamba code, which runs HuggingFace's GPT-2 init over the
-    whole stack): every Linear, the mixers' included, is redrawn from normal(0, 0.02) with zero bias, so
-    dt_proj.bias = 0 (step size softplus(0) = 0.69); conv1d, A_log and D keep mamba_ssm's init.
-    init="mamba_ssm" keeps mamba_ssm's mixer init (dt in [0.001, 0.1]) and redraws only the MLPs.
-    On the demo (4 seeds) gpt2 scored 81.6 +- 14.5 and mamba_ssm 67.1 +- 16.4 (README, Models).
+
+class MixerStack(BackboneBase):
+    """A stack of `MixerBlock`s and a final LayerNorm, with O(1) recurrent `step`: the body of the Mamba and
+    Mamba-2 backbones, which build the blocks (already validated) and pass them here.
+
+    init="gpt2" (as the official DMamba code, which runs HuggingFace's GPT-2 init over the whole stack):
+    every Linear, the mixers' included, is redrawn from normal(0, 0.02) with zero bias; other mixer
+    parameters (conv1d, A_log, D, ...) keep mamba_ssm's init. init="mamba_ssm" keeps mamba_ssm's mixer
+    init and redraws only the MLPs.
     """
 
     constant_time_step = True  # `step` is O(1) per token: evaluation can run it over a whole episode
 
-    def __init__(
-        self,
-        d_model: int,
-        n_layer: int = 3,
-        dropout: float = 0.1,
-        d_state: int = 16,
-        d_conv: int = 4,
-        expand: int = 2,
-        use_kernels: bool | None = None,
-        init: str = "gpt2",
-    ):
+    def __init__(self, blocks: list[MixerBlock], d_model: int, init: str):
         super().__init__()
-        check_depth(n_layer)
-        if init not in INIT_CHOICES:
-            raise ValueError(f"mamba backbone init must be one of {', '.join(INIT_CHOICES)}, got {init!r}")
-        self.blocks = nn.ModuleList(
-            MambaBlock(d_model, dropout, d_state, d_conv, expand, use_kernels, layer_idx=i) for i in range(n_layer)
-        )
+        self.blocks = nn.ModuleList(blocks)
         self.ln_f = nn.LayerNorm(d_model)
         for block in self.blocks:
             for module in block.mlp if init == "mamba_ssm" else block.modules():
@@ -333,7 +333,7 @@ class MambaBackbone(BackboneBase):
         return self.ln_f(x + last.mlp(last.norm_mlp(x)))[:, -1]
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per-layer zero (conv_state (B, d_inner, d_conv), ssm_state (B, d_inner, d_state))."""
+        """Per-layer zero (conv_state, ssm_state), as the mixer's `allocate_inference_cache`."""
         return [b.mixer.allocate_inference_cache(batch_size, dtype=dtype, device=device) for b in self.blocks]
 
     def step(self, x_t: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
@@ -342,3 +342,31 @@ class MambaBackbone(BackboneBase):
         for block, layer_state in zip(self.blocks, state, strict=True):
             x = block.step(x, layer_state)
         return self.ln_f(x)[:, 0], state
+
+
+@register_backbone("mamba")
+class MambaBackbone(MixerStack):
+    """Stack of Decision Mamba blocks and a final LayerNorm; DMamba paper defaults (3 layers, d_state 16).
+
+    init="gpt2" (default, the official DMamba code's; see MixerStack): dt_proj is a Linear, so
+    dt_proj.bias = 0 (step size softplus(0) = 0.69); init="mamba_ssm" keeps dt in [0.001, 0.1].
+    On the demo (4 seeds) gpt2 scored 81.6 +- 14.5 and mamba_ssm 67.1 +- 16.4 (README, Models).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layer: int = 3,
+        dropout: float = 0.1,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        use_kernels: bool | None = None,
+        init: str = "gpt2",
+    ):
+        check_depth(n_layer)
+        check_init(init, "mamba")
+        blocks = [
+            MambaBlock(d_model, dropout, d_state, d_conv, expand, use_kernels, layer_idx=i) for i in range(n_layer)
+        ]
+        super().__init__(blocks, d_model, init)

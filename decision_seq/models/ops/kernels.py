@@ -1,4 +1,5 @@
-"""The optional mamba_ssm / causal_conv1d CUDA kernels, imported in this one place and only on demand.
+"""The optional mamba_ssm / causal_conv1d CUDA kernels, imported in this one place and only on demand:
+`load_kernels` (Mamba's selective scan) and `load_ssd_kernels` (Mamba-2's Triton SSD scan).
 
 mamba_ssm cannot even be imported without its CUDA extension, so nothing imports it at package import
 time: `load_kernels()` tries once (cached) and returns None where the kernels are missing or broken, and
@@ -42,3 +43,29 @@ def load_kernels() -> Kernels | None:
     except (ImportError, OSError):
         causal_conv1d_fn = None
     return Kernels(selective_scan_fn, causal_conv1d_fn)
+
+
+class SSDKernels(NamedTuple):
+    mamba_chunk_scan_combined: Callable  # mamba_ssm's Triton SSD scan (Mamba-2)
+    causal_conv1d_fn: Callable | None  # None when causal_conv1d is not installed
+
+
+@functools.cache
+def load_ssd_kernels() -> SSDKernels | None:
+    """mamba_ssm's Mamba-2 chunked scan (Triton) and, if present, causal_conv1d; None when they do not import."""
+    try:
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    except (ImportError, OSError):  # not installed, no triton, or built against another torch / CUDA
+        return None
+    except Exception as err:  # a broken install: fall back, say so
+        warnings.warn(
+            f"mamba_ssm's SSD kernel failed to import ({type(err).__name__}: {err}); "
+            "using the pure-PyTorch Mamba-2 path",
+            stacklevel=2,
+        )
+        return None
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except (ImportError, OSError):
+        causal_conv1d_fn = None
+    return SSDKernels(mamba_chunk_scan_combined, causal_conv1d_fn)
