@@ -218,3 +218,13 @@ def test_forward_last_equals_forward(name, T):
             features = torch.stack(per_token, dim=1)  # (B, T, F)
             torch.testing.assert_close(features, net.token_features(x))
             torch.testing.assert_close(net.forward_last(x, features), ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", available_backbones())
+def test_gradients_reach_every_parameter(name):
+    """No dead parameter: a loss on the outputs gives every parameter (and the input) a nonzero gradient."""
+    net = _net(name).train()
+    x = _x(2, 8).requires_grad_(True)
+    net(x, torch.ones(2, 8, dtype=torch.bool)).square().sum().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing and x.grad is not None and x.grad.abs().sum() > 0

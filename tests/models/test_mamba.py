@@ -157,45 +157,6 @@ def test_backbone_causal():
         assert not torch.allclose(y2[:, t + 1 :], y[:, t + 1 :])
 
 
-def test_left_padding_is_exact():
-    net = _backbone(n_layer=3)
-    T, lengths = 10, [10, 6, 1]
-    real = [torch.randn(n, 16, dtype=F64) for n in lengths]
-    mask = torch.stack([torch.arange(T) >= T - n for n in lengths])  # (B, T), left padding
-
-    def padded(seed):
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn(len(lengths), T, 16, generator=g, dtype=F64) * 10
-        for i, r in enumerate(real):
-            x[i, T - len(r) :] = r
-        return x
-
-    y1, y2 = net(padded(1), mask), net(padded(2), mask)
-    torch.testing.assert_close(y1[mask], y2[mask], rtol=0, atol=0)  # padding content is irrelevant
-    for i, r in enumerate(real):
-        torch.testing.assert_close(y1[i, T - len(r) :], net(r[None])[0], rtol=1e-12, atol=1e-12)
-
-
-def test_backbone_gradients_flow_to_all_parameters():
-    net = _backbone()
-    net.train()
-    x = torch.randn(2, 8, 16, dtype=F64, requires_grad=True)
-    net(x, torch.ones(2, 8, dtype=torch.bool)).square().sum().backward()
-    missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing and x.grad is not None
-
-
-# -- kernels and registry -----------------------------------------------------------------------------
-
-
-@pytest.mark.skipif(load_kernels() is not None, reason="mamba_ssm kernels are installed")
-def test_use_kernels_true_without_mamba_ssm_raises():
-    with pytest.raises(RuntimeError, match="mamba_ssm"):
-        MambaMixer(d_model=16, use_kernels=True)
-    with pytest.raises(RuntimeError, match="mamba_ssm"):
-        build_backbone("mamba", d_model=16, n_layer=1, use_kernels=True)
-
-
 def test_auto_mode_on_cpu_takes_torch_path():
     torch.manual_seed(0)
     m = MambaMixer(d_model=16)  # use_kernels=None

@@ -22,7 +22,7 @@ from torch import nn
 
 from decision_seq.models.backbones import register_backbone
 from decision_seq.models.backbones.base import BackboneBase, check_depth
-from decision_seq.models.ops.kernels import KERNEL_DTYPES, Kernels, load_kernels
+from decision_seq.models.ops.kernels import Kernels, kernels_for, load_kernels
 from decision_seq.models.ops.selective_scan import compute_dtype, selective_scan
 
 __all__ = ["MambaBackbone", "MambaBlock", "MambaMixer", "MixerBlock", "MixerStack", "load_kernels"]
@@ -110,16 +110,7 @@ class MambaMixer(nn.Module):
     # -- forward -------------------------------------------------------------------------------------
 
     def _kernels_for(self, x: torch.Tensor) -> Kernels | None:
-        if self.use_kernels is False:
-            return None
-        kernels = load_kernels()
-        usable = kernels is not None and x.is_cuda and x.dtype in KERNEL_DTYPES
-        if self.use_kernels is True and not usable:
-            raise RuntimeError(
-                f"MambaMixer(use_kernels=True) got a {x.dtype} tensor on {x.device}; the mamba_ssm kernels "
-                "need CUDA and fp32/fp16/bf16"
-            )
-        return kernels if usable else None
+        return kernels_for(self.use_kernels, load_kernels, x, "MambaMixer")
 
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """hidden_states (B, T, d_model), mask (B, T) bool (True = real token) or None -> (B, T, d_model)."""

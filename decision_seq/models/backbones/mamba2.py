@@ -30,7 +30,7 @@ from torch import nn
 from decision_seq.models.backbones import register_backbone
 from decision_seq.models.backbones.base import check_depth
 from decision_seq.models.backbones.mamba import MixerBlock, MixerStack, check_init
-from decision_seq.models.ops.kernels import KERNEL_DTYPES, SSDKernels, load_ssd_kernels
+from decision_seq.models.ops.kernels import SSDKernels, kernels_for, load_ssd_kernels
 from decision_seq.models.ops.selective_scan import compute_dtype
 from decision_seq.models.ops.ssd import DEFAULT_CHUNK_SIZE, ssd_chunked, ssd_ref
 
@@ -209,16 +209,7 @@ class Mamba2Mixer(nn.Module):
     # -- forward -------------------------------------------------------------------------------------
 
     def _kernels_for(self, x: torch.Tensor) -> SSDKernels | None:
-        if self.use_kernels is False:
-            return None
-        kernels = load_ssd_kernels()
-        usable = kernels is not None and x.is_cuda and x.dtype in KERNEL_DTYPES
-        if self.use_kernels is True and not usable:
-            raise RuntimeError(
-                f"Mamba2Mixer(use_kernels=True) got a {x.dtype} tensor on {x.device}; mamba_ssm's SSD kernel "
-                "needs CUDA and fp32/fp16/bf16"
-            )
-        return kernels if usable else None
+        return kernels_for(self.use_kernels, load_ssd_kernels, x, "Mamba2Mixer")
 
     def _split(self, zxbcdt: torch.Tensor):
         """in_proj output (..., d_in_proj) -> z0, x0, z, xBC, dt (mamba_ssm's order)."""

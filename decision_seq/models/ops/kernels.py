@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -38,11 +38,7 @@ def load_kernels() -> Kernels | None:
             stacklevel=2,
         )
         return None
-    try:
-        from causal_conv1d import causal_conv1d_fn
-    except (ImportError, OSError):
-        causal_conv1d_fn = None
-    return Kernels(selective_scan_fn, causal_conv1d_fn)
+    return Kernels(selective_scan_fn, _causal_conv1d())
 
 
 class SSDKernels(NamedTuple):
@@ -64,8 +60,28 @@ def load_ssd_kernels() -> SSDKernels | None:
             stacklevel=2,
         )
         return None
+    return SSDKernels(mamba_chunk_scan_combined, _causal_conv1d())
+
+
+def _causal_conv1d() -> Callable | None:
+    """causal_conv1d's kernel, or None when it is not installed (the mixers then convolve with torch)."""
     try:
         from causal_conv1d import causal_conv1d_fn
     except (ImportError, OSError):
-        causal_conv1d_fn = None
-    return SSDKernels(mamba_chunk_scan_combined, causal_conv1d_fn)
+        return None
+    return causal_conv1d_fn
+
+
+def kernels_for(use_kernels: bool | None, load: Callable[[], Any], x: torch.Tensor, who: str) -> Any | None:
+    """The kernels a mixer runs on `x`: None (the PyTorch path) when `use_kernels` is False, or when it is None
+    and the kernels do not import or `x` is not a CUDA tensor of a kernel dtype; `use_kernels=True` insists."""
+    if use_kernels is False:
+        return None
+    kernels = load()
+    usable = kernels is not None and x.is_cuda and x.dtype in KERNEL_DTYPES
+    if use_kernels is True and not usable:
+        raise RuntimeError(
+            f"{who}(use_kernels=True) got a {x.dtype} tensor on {x.device}; the mamba_ssm kernels need CUDA "
+            "and fp32/fp16/bf16"
+        )
+    return kernels if usable else None
