@@ -11,6 +11,7 @@ initial states.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 
 import gymnasium as gym
@@ -52,7 +53,9 @@ def rollout(
     jobs = [(float(target), i) for target in targets for i in range(episodes)]
     chunk = len(jobs) if not num_envs else max(1, int(num_envs))
     out = {float(t): {"returns": [], "lengths": [], "seeds": []} for t in targets}
-    bar = tqdm(total=len(jobs), desc="eval", unit="ep", dynamic_ncols=True, disable=not progress, leave=False)
+    # A bar only in a terminal: in a log file each redraw would be another line (the result is logged anyway).
+    live = progress and sys.stderr.isatty()
+    bar = tqdm(total=len(jobs), desc="eval", unit="ep", dynamic_ncols=True, disable=not live, leave=False)
     try:
         for lo in range(0, len(jobs), chunk):
             part = jobs[lo : lo + chunk]
