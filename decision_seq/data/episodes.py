@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import gymnasium as gym
 import minari
@@ -113,6 +113,38 @@ class EpisodeSet:
             # date, upgrade to v5" warning at every make.
             warnings.filterwarnings("ignore", message=".*is out of date.*")
             return gym.make(self.eval_env_spec, **kwargs)
+
+    def top_fraction(self, fraction: float) -> EpisodeSet:
+        """Filtered %BC (DT paper, Table 3): the highest-return episodes holding at most `fraction` of the
+        steps (always at least the best episode), as the official DT code selects them. The observation
+        mean and std stay the full dataset's, as there (computed before filtering); episodes keep their order."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"top fraction must be in (0, 1], got {fraction}")
+        budget = max(int(fraction * self.num_steps), 1)
+        order = np.argsort(self.episode_returns, kind="stable")[::-1]  # best first
+        kept, steps = [int(order[0])], int(self.episode_lengths[order[0]])
+        for e in order[1:]:
+            if steps + int(self.episode_lengths[e]) > budget:
+                break
+            kept.append(int(e))
+            steps += int(self.episode_lengths[e])
+        kept.sort()
+        rows = np.concatenate(
+            [np.arange(s, s + n) for s, n in zip(self.episode_starts[kept], self.episode_lengths[kept], strict=True)]
+        )
+        lengths = self.episode_lengths[kept]
+        return replace(
+            self,
+            observations=self.observations[rows],
+            actions=self.actions[rows],
+            rewards=self.rewards[rows],
+            returns_to_go=self.returns_to_go[rows],
+            timesteps=self.timesteps[rows],
+            terminations=self.terminations[rows],
+            truncations=self.truncations[rows],
+            episode_starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+            episode_lengths=lengths,
+        )
 
     def summary(self) -> dict:
         """Plain-Python description for logs and results.json."""

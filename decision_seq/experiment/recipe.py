@@ -100,8 +100,19 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
         log.warning("%s", warning)
     max_ep_len = max(episodes.max_episode_length, _env_limit(episodes) or 0)
     K = int(cfg.model.context_len)
+    train_episodes = episodes
+    if cfg.dataset.top_fraction is not None:  # filtered %BC: the best episodes only (DT paper, Table 3)
+        train_episodes = episodes.top_fraction(cfg.dataset.top_fraction)
+        log.info(
+            "training on the best %d of %d episodes (%d of %d steps; dataset.top_fraction=%g)",
+            train_episodes.num_episodes,
+            episodes.num_episodes,
+            train_episodes.num_steps,
+            episodes.num_steps,
+            cfg.dataset.top_fraction,
+        )
     sampler = SequenceSampler(
-        episodes,
+        train_episodes,
         context_len=K,
         batch_size=cfg.trainer.batch_size,
         rtg_scale=cfg.dataset.rtg_scale,
@@ -145,6 +156,7 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
         "context_len": K,
         "rtg_scale": float(cfg.dataset.rtg_scale),
         "dataset_id": cfg.dataset.id,
+        "top_fraction": cfg.dataset.top_fraction,
         "eval_env": _eval_env_id(episodes),
         "final": "last evaluation (the DT paper's protocol)",
         "best": "max over evaluations during training (the Decision Mamba paper's protocol)",

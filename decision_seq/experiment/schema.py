@@ -44,6 +44,7 @@ class DatasetConfig:
     download: bool = False
     targets: list[float] | None = None
     rtg_scale: float = MISSING
+    top_fraction: float | None = None  # filtered %BC: train on the best episodes holding this share of the steps
 
 
 @dataclass

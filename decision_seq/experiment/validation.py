@@ -237,6 +237,16 @@ def validate_train_config(cfg: DictConfig) -> None:
         )
     c.number("dataset.rtg_scale", d.rtg_scale, low=0, low_open=True, note=" (returns-to-go are divided by it)")
     _targets(c, "dataset.targets", d.targets)
+    if d.top_fraction is not None:
+        c.number(
+            "dataset.top_fraction",
+            d.top_fraction,
+            low=0,
+            low_open=True,
+            high=1,
+            high_open=False,
+            note=" (the share of steps of the best episodes to train on; null = all)",
+        )
     eval_targets_raw = OmegaConf.to_container(cfg.eval, resolve=False).get("targets")
     if eval_targets_raw != "${dataset.targets}":  # set on its own: check it under its own key
         _targets(c, "eval.targets", cfg.eval.targets)

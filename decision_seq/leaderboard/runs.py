@@ -30,6 +30,7 @@ PROTOCOL_FIELDS = (
     "context_len",
     "rtg_scale",
     "eval_env",
+    "top_fraction",  # filtered %BC trains on part of the data: another protocol
 )
 
 # W&B names its run dirs `run-<date>_<time>-<id>` (online) or `offline-run-...`.
@@ -180,6 +181,7 @@ def run_from_wandb(
             "context_len": model.get("context_len"),
             "rtg_scale": dataset.get("rtg_scale"),
             "eval_env": summary.get("protocol/eval_env"),
+            "top_fraction": dataset.get("top_fraction"),
         }
         run = Run(
             path=path,

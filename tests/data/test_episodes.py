@@ -142,3 +142,41 @@ def test_corrupted_dataset_file_clear_error(damage, make_minari_dataset, minari_
     f.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\0" * 64)
     with pytest.raises(DatasetCorruptError, match=f"'{dataset_id}' at .* cannot be read .*corrupt or incomplete"):
         load_episodes(dataset_id)
+
+
+def test_top_fraction_keeps_the_best_episodes_like_the_dt_code():
+    """Filtered %BC: the best-return episodes holding at most the fraction of steps (at least the best one),
+    in their original order, with the full dataset's observation statistics."""
+    from decision_seq.data.episodes import episodes_from_arrays
+
+    lengths, returns = [4, 2, 3, 1], [10.0, 30.0, 20.0, 40.0]  # 10 steps; best first: ep 3, 1, 2, 0
+    eps = episodes_from_arrays(
+        observations=[np.full((n, 2), e, np.float32) for e, n in enumerate(lengths)],
+        actions=[np.zeros((n, 1)) for n in lengths],
+        rewards=[np.full(n, r / n) for n, r in zip(lengths, returns, strict=True)],
+        dataset_id="toy",
+    )
+    kept = {f: eps.top_fraction(f) for f in (0.05, 0.3, 0.6, 1.0)}
+    # budgets 1, 3, 6, 10 steps: ep 3 (1 step); + ep 1 (3); + ep 2 (6); all
+    assert [sorted({int(o) for o in kept[f].observations[:, 0]}) for f in kept] == [
+        [3],
+        [1, 3],
+        [1, 2, 3],
+        [0, 1, 2, 3],
+    ]
+    sub = kept[0.6]
+    assert sub.episode_lengths.tolist() == [2, 3, 1] and sub.episode_starts.tolist() == [0, 2, 5]
+    assert sub.episode_returns.tolist() == pytest.approx([30.0, 20.0, 40.0])
+    assert sub.returns_to_go[:2].tolist() == pytest.approx([30.0, 15.0]) and sub.timesteps.tolist() == [
+        0,
+        1,
+        0,
+        1,
+        2,
+        0,
+    ]
+    np.testing.assert_array_equal(sub.obs_mean, eps.obs_mean)
+    np.testing.assert_array_equal(sub.obs_std, eps.obs_std)
+    assert eps.top_fraction(1.0).num_steps == eps.num_steps
+    with pytest.raises(ValueError, match=r"top fraction must be in \(0, 1\]"):
+        eps.top_fraction(0)

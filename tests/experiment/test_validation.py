@@ -48,6 +48,7 @@ BAD_VALUES = [
     (["+model.net.backbone_kwargs.n_heads=2"], "model.net.backbone_kwargs.n_heads=2: not an argument of backbone"),
     (["logger.mode=sometimes"], "logger.mode=sometimes: valid values: online, offline, disabled"),
     (["seed=-1"], "seed=-1: must be an integer >= 0"),
+    (["dataset.top_fraction=1.5"], "dataset.top_fraction=1.5: must be a finite number > 0 and <= 1"),
     (["trainer.steps=many"], "Value 'many' of type 'str' could not be converted to Integer"),
     (["trainer.stepz=5"], "Could not override 'trainer.stepz'"),
     (["model=nope"], f"Could not find 'model/nope' Available options in 'model': {' '.join(MODEL_OPTIONS)}"),
