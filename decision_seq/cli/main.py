@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 from decision_seq.cli.exit_codes import EXIT_BAD_INPUT
 from decision_seq.experiment.resources import parallel_jobs_default
@@ -48,7 +48,7 @@ def print_jobs(rows: list[dict]) -> None:
 
 
 def _cell(value) -> str:
-    if isinstance(value, (list, tuple)) or hasattr(value, "__len__") and not isinstance(value, str):
+    if isinstance(value, (list, tuple, ListConfig)):  # targets
         return ",".join(_cell(v) for v in value)
     return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import signal
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -109,32 +108,23 @@ def _targets(c: _Checker, key: str, value: Any) -> None:
 
 
 def _device(c: _Checker, key: str, value: Any) -> None:
-    """auto, cpu, cuda, cuda:N or mps; CUDA only where this machine has it."""
-    import torch
+    from decision_seq.training.trainer import device_problem
 
-    if value == "auto":
-        return
-    try:
-        dev = torch.device(value)
-    except (RuntimeError, TypeError):
-        c.fail(key, value, "valid devices: auto, cpu, cuda, cuda:N, mps")
-        return
-    if dev.type not in ("cpu", "cuda", "mps"):
-        c.fail(key, value, "valid devices: auto, cpu, cuda, cuda:N, mps")
-    elif dev.type == "cuda" and not torch.cuda.is_available():
-        c.fail(key, value, "CUDA is not available on this machine; use auto or cpu")
-    elif dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        c.fail(key, value, f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+    problem = device_problem(value)
+    if problem is not None:
+        c.fail(key, value, problem)
 
 
 def _signals(c: _Checker, key: str, value: Any) -> None:
+    """Each entry is a signal the trainer can install a handler for (its own parser decides)."""
+    from decision_seq.training.trainer import signal_numbers
+
     for name in value:
-        if isinstance(name, int) and not isinstance(name, bool):
-            ok = name in {int(s) for s in signal.Signals}
-        else:
-            sig = str(name).upper()
-            ok = (sig if sig.startswith("SIG") else f"SIG{sig}") in signal.Signals.__members__
-        if not ok:
+        try:
+            if isinstance(name, bool):  # YAML's true/false would pass as signal numbers 1/0
+                raise ValueError(name)
+            signal_numbers([name])
+        except ValueError:
             c.fail(key, value, f"{_show(name)} is not a signal; valid e.g. SIGTERM, SIGINT, SIGUSR1, SIGUSR2")
             return
 

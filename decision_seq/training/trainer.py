@@ -93,14 +93,32 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def device_problem(device: str) -> str | None:
+    """What is wrong with a device name (auto, cpu, cuda, cuda:N or mps; CUDA only where this machine has
+    it), or None. The config check and `resolve_device` share it."""
+    if device == "auto":
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        return "valid devices: auto, cpu, cuda, cuda:N, mps"
+    if dev.type not in ("cpu", "cuda", "mps"):
+        return "valid devices: auto, cpu, cuda, cuda:N, mps"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available on this machine; use auto or cpu"
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        return f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+    return None
+
+
 def resolve_device(device: str) -> torch.device:
-    """'auto' -> CUDA when present, else CPU; anything else is passed to torch.device."""
+    """'auto' -> CUDA when present, else CPU; anything else must pass `device_problem`."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"trainer.device={device!r} but CUDA is not available here; use trainer.device=auto or cpu")
-    return dev
+    problem = device_problem(device)
+    if problem is not None:
+        raise RuntimeError(f"device {device!r}: {problem}")
+    return torch.device(device)
 
 
 def status_line(step: int, steps: int, loss: float, steps_per_sec: float) -> str:
