@@ -1,12 +1,16 @@
 """The paper presets resolve, per dataset, to the settings the official code ran (issue table in
 docs/protocols.md): Decision Mamba's per-task embed dim and lr, its seeds and five targets; the DT
-paper's three seeds and two targets; and `--dry-run` shows them without running anything."""
+paper's three seeds and two targets; Decision ConvFormer's four targets and readme settings; the
+`backbones` sweep over every model YAML; and `--dry-run` shows them without running anything."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
+import decision_seq.conf
 from decision_seq.cli import main
 from tests.helpers import compose_train
 
@@ -79,3 +83,34 @@ def test_dry_run_prints_every_job_and_runs_nothing(capsys, tmp_path):
         "256" in hopper and "0.0001" in hopper and "1800,3600,7200,36000,72000" in hopper and "12,23,34,45,51" in hopper
     )
     assert not (tmp_path / "sweep").exists()
+
+
+# The official DC code (gym/utils.py get_env_info): four targets per env; the readme's hopper-medium line.
+DC_TARGETS = {
+    "hopper": [3600, 7200, 36000, 72000],
+    "halfcheetah": [12000, 24000, 120000, 240000],
+    "walker2d": [5000, 10000, 50000, 100000],
+}
+
+
+def test_dc_paper_protocol():
+    swept = compose_train(["experiment=dc-paper"], return_hydra=True).hydra.sweeper.params
+    assert swept.seed == "range(5)"
+    assert sorted(swept.dataset.split(",")) == sorted(DMAMBA_OFFICIAL)
+    for task in DMAMBA_OFFICIAL:
+        cfg = _resolved(["experiment=dc-paper", f"dataset={task}"])
+        assert cfg.model.name == "dc" and cfg.model.net.backbone_kwargs.window == 6
+        assert list(cfg.eval.targets) == DC_TARGETS[task.split("-")[0]], task
+        expected = (8, 256, 1e-4) if task == "hopper-medium" else (20, 128, 1e-3)
+        assert (cfg.model.context_len, cfg.model.net.embed_dim, cfg.trainer.lr) == expected, task
+        assert (cfg.trainer.steps, cfg.trainer.warmup_steps, cfg.eval.episodes) == (100_000, 10_000, 100)
+
+
+def test_backbones_preset_sweeps_every_model_yaml_under_one_optimizer():
+    swept = compose_train(["experiment=backbones"], return_hydra=True).hydra.sweeper.params
+    every_model = sorted(p.stem for p in (Path(decision_seq.conf.__file__).parent / "model").glob("*.yaml"))
+    assert sorted(swept.model.split(",")) == every_model  # a new model YAML must join the sweep
+    assert sorted(swept.dataset.split(",")) == sorted(DMAMBA_OFFICIAL) and swept.seed == "range(5)"
+    for model in every_model:
+        cfg = _resolved(["experiment=backbones", f"model={model}", "dataset=hopper-medium"])
+        assert (cfg.trainer.lr, cfg.trainer.steps, cfg.eval.episodes) == (1e-4, 100_000, 100), model
