@@ -90,6 +90,8 @@ def installed(tmp_path_factory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     assert "decision_seq/conf/train.yaml" in names and "decision_seq/conf/model/dt.yaml" in names
     assert "decision_seq/leaderboard/published.csv" in names  # the published scores the leaderboard reads
+    assert "decision_seq/leaderboard/site/index.html" in names  # the --html site's template and chart library
+    assert "decision_seq/leaderboard/site/vendor/uPlot.iife.min.js" in names
     env_dir = tmp / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"

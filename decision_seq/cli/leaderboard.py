@@ -2,19 +2,22 @@
 
 The command line only: the parser (its --help explains what is read, grouped, computed and written),
 the default output folder and `main`. The work is in decision_seq.leaderboard: runs (reading),
-grouping (rows and statistics), render (tables and files), plots, published (published numbers).
+grouping (rows and statistics), render (tables and files), plots, published (published numbers),
+html (the static site of --html).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from decision_seq.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK
 from decision_seq.leaderboard import stats
 from decision_seq.leaderboard.grouping import build_leaderboard
+from decision_seq.leaderboard.html import check_site_dir, write_site
 from decision_seq.leaderboard.render import print_leaderboard, write_outputs
 from decision_seq.leaderboard.runs import LeaderboardError
 
@@ -42,6 +45,15 @@ are listed in docs/published.md.
 Writes to --out: leaderboard.md, leaderboard.csv (one row per cell, then per aggregate, with CI
 bounds), runs.csv (one row per run), scores.png and curves.png (unless --no-plots). Input files
 are never modified.
+
+--html OUT_DIR also writes a static site people can publish (GitHub Pages, a paper's companion page):
+OUT_DIR/index.html, OUT_DIR/leaderboard.json (the same data, versioned schema in
+docs/leaderboard-json.md) and OUT_DIR/assets/ (its script, style and the uPlot charting library). It
+needs no server and no network: open index.html from disk. It shows the aggregate and per-row tables
+(sortable; rows filterable by environment, dataset level and backbone), published numbers, and per row
+its protocol, runs with their git commits, learning curves and the command that reruns it, each row
+at its own link (index.html#cell=<id>). OUT_DIR must be new, empty, or a site written before (it is
+replaced whole, never left half written).
 """
 
 EPILOG = """\
@@ -51,8 +63,10 @@ examples:
   decision-seq leaderboard run_a/results.json run_b --strict    # fail on any protocol mismatch
   decision-seq leaderboard multirun --reps 10000 --seed 1 --no-plots
   decision-seq leaderboard --wandb-project my-team/decision-seq # W&B runs (network, wandb login)
+  decision-seq leaderboard multirun/smoke --html site/          # also a static site: open site/index.html
 
-exit codes: 0 success; 2 bad input (missing path, no readable results, protocol mismatch with --strict)
+exit codes: 0 success; 2 bad input (missing path, no readable results, protocol mismatch with --strict,
+an --html OUT_DIR that is a file or a non-empty folder other than a previous site)
 """
 
 
@@ -74,6 +88,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=stats.DEFAULT_SEED, help="bootstrap RNG seed (default %(default)s)")
     p.add_argument("--strict", action="store_true", help="error (exit 2) when runs of one row differ in protocol")
     p.add_argument("--no-plots", action="store_true", help="do not write scores.png and curves.png")
+    p.add_argument(
+        "--html",
+        type=Path,
+        default=None,
+        metavar="OUT_DIR",
+        help="also write a static site to OUT_DIR: index.html (open it from disk), leaderboard.json, assets/ "
+        "(new, empty, or a previous site, which is replaced)",
+    )
     p.add_argument(
         "--wandb-dir",
         action="append",
@@ -111,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
+    out = args.out or default_out(args.paths)
     try:
+        if args.html is not None:  # before the (slow) statistics: a bad OUT_DIR fails at once
+            if args.html.absolute() == out.absolute():
+                raise LeaderboardError(f"--html {args.html}: must differ from the --out folder {out}")
+            check_site_dir(args.html)
         lb = build_leaderboard(
             args.paths,
             reps=args.reps,
@@ -126,7 +153,20 @@ def main(argv: list[str] | None = None) -> int:
     for w in lb.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print_leaderboard(lb)
-    out = args.out or default_out(args.paths)
+    t0 = time.perf_counter()
     written = write_outputs(lb, out, plots=not args.no_plots)
-    print(f"wrote {', '.join(p.name for p in written)} to {out}")
+    print(f"wrote {', '.join(p.name for p in written)} to {out} ({time.perf_counter() - t0:.1f} s)")
+    if args.html is not None:
+        t0 = time.perf_counter()
+        try:
+            write_site(lb, args.html)
+        except LeaderboardError as err:
+            print(f"decision-seq leaderboard: error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except OSError as err:  # e.g. a full disk: any previous site there is kept
+            print(
+                f"decision-seq leaderboard: error: --html {args.html}: cannot write the site ({err})", file=sys.stderr
+            )
+            return EXIT_BAD_INPUT
+        print(f"wrote the site to {args.html} ({time.perf_counter() - t0:.1f} s): open {args.html / 'index.html'}")
     return EXIT_OK

@@ -7,4 +7,5 @@ Where things live (the command line is decision_seq.cli.leaderboard):
 - published: published D4RL scores and their sources (published.csv; docs/published.md)
 - render:    terminal tables, leaderboard.md, leaderboard.csv, runs.csv; writes every output
 - plots:     scores.png and curves.png
+- html:      the static site of --html (index.html, leaderboard.json, assets copied from site/)
 """
