@@ -1,0 +1,233 @@
+"""Peer parity: our Decision Transformer (and Decision Mamba) against d3rlpy's DecisionTransformer on the
+same data, shape, schedule, evaluation seeds and targets, several seeds, means with 95% bootstrap CIs.
+
+Ours runs through `decision-seq train` (this environment); d3rlpy runs in its own environment (it pins its
+own gymnasium, so keep it apart), through scripts/peer/d3rlpy_dt.py. Make that environment once:
+
+    python3 -m venv ~/d3rlpy-venv
+    ~/d3rlpy-venv/bin/pip install torch==2.13.0                      # the CPU build here; any torch elsewhere
+    ~/d3rlpy-venv/bin/pip install d3rlpy==2.8.1 'gymnasium[mujoco]==1.0.0'
+
+Then, for example (the issue's budget; a dataset the factory builds, `decision-seq datasets build Hopper-v5`):
+
+    python scripts/peer_d3rlpy.py --dataset hopper-medium --d3rlpy-python ~/d3rlpy-venv/bin/python \\
+        --seeds 0,1,2,3,4 --steps 4000 --out reports/peer/hopper-medium-4k
+
+Both sides: the dataset's episodes as decision-seq loads them (observations standardized with the dataset's
+mean and std, returns-to-go divided by the dataset entry's rtg_scale), the same transformer shape and
+optimizer (--shape), one CPU thread each (--threads), and evaluation on the dataset's evaluation env with
+reset seeds seed x 10000 + i, the same targets and episodes. Scores are D4RL-normalized with the dataset's
+reference returns. Finished runs are kept and skipped on a rerun (delete a run's folder to redo it).
+Writes OUT/peer.json and OUT/peer.md and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# The issue-21 shape: DT's tokens at a CPU-sized width. "paper" is the DT paper's MuJoCo configuration.
+SHAPES = {
+    "small": dict(
+        context_len=20, embed_dim=64, n_layer=2, n_head=1, dropout=0.1, batch_size=64, lr=1e-3,
+        warmup_steps=500, weight_decay=1e-4, grad_clip=0.25,
+    ),
+    "paper": dict(
+        context_len=20, embed_dim=128, n_layer=3, n_head=1, dropout=0.1, batch_size=64, lr=1e-4,
+        warmup_steps=10000, weight_decay=1e-4, grad_clip=0.25,
+    ),
+}  # fmt: skip
+OURS = ("dt", "dmamba")  # our model YAMLs this check runs
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="hopper-medium", help="a Hydra dataset entry (conf/dataset/NAME.yaml)")
+    p.add_argument("--d3rlpy-python", default=os.environ.get("D3RLPY_PYTHON"), help="python of d3rlpy's env")
+    p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated training seeds (default: 0..4)")
+    p.add_argument("--steps", type=int, default=4000, help="training steps per run (default: 4000)")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="small", help="model and optimizer (default: small)")
+    p.add_argument("--targets", default=None, help="comma-separated return targets (default: the DT paper's)")
+    p.add_argument("--episodes", type=int, default=10, help="evaluation episodes per target (default: 10)")
+    p.add_argument("--ours", default="dt,dmamba", help=f"our models to run, of {', '.join(OURS)} (default: both)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per run (default: 1)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (runs, peer.json, peer.md)")
+    args = p.parse_args(argv)
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",")]
+        args.targets = None if args.targets is None else [float(t) for t in args.targets.split(",")]
+    except ValueError:
+        p.error("--seeds and --targets take comma-separated numbers, e.g. --seeds 0,1,2 --targets 3600,1800")
+    args.ours = [m for m in args.ours.split(",") if m]
+    if unknown := [m for m in args.ours if m not in OURS]:
+        p.error(f"--ours: unknown model {unknown[0]!r}; valid: {', '.join(OURS)}")
+    for name in ("steps", "episodes", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    if args.d3rlpy_python is None or not Path(args.d3rlpy_python).exists():
+        p.error("--d3rlpy-python (or $D3RLPY_PYTHON): the python of an environment with d3rlpy; see --help")
+    return args
+
+
+def dataset_entry(name: str) -> dict:
+    """The dataset entry with the DT paper's targets for its task (from experiment=dt-paper)."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    with initialize_config_module(config_module="decision_seq.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=dt-paper", f"dataset={name}"])
+    return {
+        "id": cfg.dataset.id,
+        "rtg_scale": float(cfg.dataset.rtg_scale),
+        "targets": [float(t) for t in OmegaConf.to_container(cfg.eval.targets, resolve=True)],
+    }
+
+
+def export(episodes, path: Path) -> None:
+    """The episodes as flat per-step arrays in d3rlpy's MDPDataset layout (an episode ends at a terminal or a
+    timeout flag on its last step)."""
+    ends = episodes.episode_starts + episodes.episode_lengths - 1
+    terminals = np.zeros(episodes.num_steps, np.float32)
+    terminals[ends] = episodes.terminations[ends]
+    timeouts = np.zeros(episodes.num_steps, np.float32)
+    timeouts[ends] = 1.0 - terminals[ends]
+    np.savez(
+        path,
+        observations=episodes.observations,
+        actions=episodes.actions,
+        rewards=episodes.rewards,
+        terminals=terminals,
+        timeouts=timeouts,
+    )
+
+
+def our_overrides(model: str, dataset: str, shape: dict, args, targets: list[float], seed: int, run: Path):
+    targets_arg = "[" + ",".join(f"{t:g}" for t in targets) + "]"
+    backbone = [f"model.net.backbone_kwargs.n_layer={shape['n_layer']}"]
+    if model == "dt":
+        backbone.append(f"model.net.backbone_kwargs.n_head={shape['n_head']}")
+    return [
+        "train", f"model={model}", f"dataset={dataset}", f"seed={seed}",
+        f"model.context_len={shape['context_len']}", f"model.net.embed_dim={shape['embed_dim']}",
+        f"model.net.dropout={shape['dropout']}", *backbone,
+        f"trainer.steps={args.steps}", f"trainer.batch_size={shape['batch_size']}", f"trainer.lr={shape['lr']}",
+        f"trainer.warmup_steps={shape['warmup_steps']}", f"trainer.weight_decay={shape['weight_decay']}",
+        f"trainer.grad_clip={shape['grad_clip']}", f"trainer.num_threads={args.threads}", "trainer.device=cpu",
+        "trainer.checkpoint_every=0", "trainer.progress=false",
+        f"eval.targets={targets_arg}", f"eval.episodes={args.episodes}", "eval.every=0",
+        "logger=none", f"hydra.run.dir={run}",
+    ]  # fmt: skip
+
+
+def run_ours(model, dataset, shape, args, targets, seed) -> dict:
+    run = args.out / f"ours-{model}" / f"seed{seed}"
+    results = run / "results.json"
+    if not (results.exists() and json.loads(results.read_text()).get("status") == "completed"):
+        cmd = [sys.executable, "-m", "decision_seq", *our_overrides(model, dataset, shape, args, targets, seed, run)]
+        print(f"[ours {model} seed {seed}] {' '.join(cmd[3:])}", flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    res = json.loads(results.read_text())
+    final = res["evaluations"][-1]["results"]
+    return {
+        "returns": {r["target"]: r["returns"] for r in final},
+        "steps_per_sec": res["throughput"]["steps_per_sec"],
+    }
+
+
+def run_d3rlpy(args, data: Path, spec: Path, seed: int) -> dict:
+    out = args.out / "d3rlpy-dt" / f"seed{seed}.json"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        worker = Path(__file__).resolve().parent / "peer" / "d3rlpy_dt.py"
+        print(f"[d3rlpy dt seed {seed}]", flush=True)
+        tmp = out.with_suffix(".tmp")
+        cmd = [args.d3rlpy_python, str(worker), "--data", str(data), "--spec", str(spec), "--seed", str(seed)]
+        subprocess.run([*cmd, "--out", str(tmp)], check=True, stdout=subprocess.DEVNULL)
+        tmp.replace(out)  # a killed run leaves no result that a rerun would take as finished
+    res = json.loads(out.read_text())
+    return {"returns": {r["target"]: r["returns"] for r in res["results"]}, "steps_per_sec": res["steps_per_sec"]}
+
+
+def summarize(runs: dict[str, dict[int, dict]], episodes, targets: list[float]) -> dict:
+    """Per method: per seed the normalized score per target and over targets; mean, sd and 95% CI over seeds."""
+    from decision_seq.leaderboard.stats import summarize_seeds
+
+    out = {}
+    for method, by_seed in runs.items():
+        per_seed = {}
+        for seed, r in by_seed.items():
+            scores = [float(episodes.normalized_score(np.mean(r["returns"][t]))) for t in targets]
+            per_seed[seed] = {"scores": scores, "mean": float(np.mean(scores)), "steps_per_sec": r["steps_per_sec"]}
+        columns = {f"{t:g}": [s["scores"][i] for s in per_seed.values()] for i, t in enumerate(targets)}
+        columns["mean over targets"] = [s["mean"] for s in per_seed.values()]
+        out[method] = {
+            "per_seed": per_seed,
+            "summary": {k: summarize_seeds(v).__dict__ for k, v in columns.items()},
+            "steps_per_sec_median": float(np.median([s["steps_per_sec"] for s in per_seed.values()])),
+        }
+    return out
+
+
+def markdown(report: dict, targets: list[float]) -> str:
+    methods = list(report["methods"])
+    tgt = " / ".join(f"{t:g}" for t in targets)
+    lines = [f"Normalized score (targets {tgt}), per seed:", "", "| seed | " + " | ".join(methods) + " |"]
+    lines.append("|---" * (len(methods) + 1) + "|")
+    for seed in report["seeds"]:
+        cells = [" / ".join(f"{s:.1f}" for s in report["methods"][m]["per_seed"][seed]["scores"]) for m in methods]
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    lines += ["", "| method | " + " | ".join(f"target {t:g}" for t in targets) + " | mean over targets | steps/s |"]
+    lines.append("|---" * (len(targets) + 3) + "|")
+    for m in methods:
+        s = report["methods"][m]["summary"]
+        cells = [f"{c['mean']:.1f} ± {c['std']:.1f} [{c['ci_low']:.1f}, {c['ci_high']:.1f}]" for c in s.values()]
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {report['methods'][m]['steps_per_sec_median']:.1f} |")
+    lines.append("")
+    lines.append("mean ± sd over seeds [95% percentile bootstrap CI of the mean]; steps/s: median over seeds")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from decision_seq.data.episodes import load_episodes
+
+    entry = dataset_entry(args.dataset)
+    targets = args.targets or entry["targets"]
+    episodes = load_episodes(entry["id"])
+    shape = SHAPES[args.shape]
+    args.out.mkdir(parents=True, exist_ok=True)
+    data, spec_path = args.out / "data.npz", args.out / "d3rlpy_spec.json"
+    export(episodes, data)
+    env_spec = episodes.eval_env_spec
+    spec = {
+        "shape": shape, "steps": args.steps, "threads": args.threads, "rtg_scale": entry["rtg_scale"],
+        "targets": targets, "episodes": args.episodes, "env_id": env_spec.id, "env_kwargs": dict(env_spec.kwargs),
+        "max_timestep": int(max(episodes.max_episode_length, env_spec.max_episode_steps or 0)),
+    }  # fmt: skip
+    spec_path.write_text(json.dumps(spec, indent=1))
+
+    runs: dict[str, dict[int, dict]] = {f"ours {m}": {} for m in args.ours}
+    runs["d3rlpy dt"] = {}
+    for seed in args.seeds:  # seed-major, so an interrupted check has every method on its first seeds
+        for m in args.ours:
+            runs[f"ours {m}"][seed] = run_ours(m, args.dataset, shape, args, targets, seed)
+        runs["d3rlpy dt"][seed] = run_d3rlpy(args, data, spec_path, seed)
+    report = {
+        "dataset": entry["id"], "shape": args.shape, "steps": args.steps, "targets": targets,
+        "episodes": args.episodes, "seeds": args.seeds, "methods": summarize(runs, episodes, targets),
+    }  # fmt: skip
+    (args.out / "peer.json").write_text(json.dumps(report, indent=1))
+    md = markdown(report, targets)
+    (args.out / "peer.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
