@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
+MAMBA_PY_STAMP := $(VENV)/.mamba-ssm-python
 
 .PHONY: setup demo test test-all lint bench clean
 
@@ -19,10 +20,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The tests also check our kernel calls against mamba_ssm's own Python code over stand-ins for its CUDA
+# extensions (tests/models/ops/test_mamba_ssm_standin.py): its Python package, installed without compiling
+# (FORCE_BUILD: no attempt to fetch a prebuilt CUDA wheel; --no-deps: no triton/transformers). Test-only:
+# on a GPU box scripts/build_mamba_ssm.sh installs the compiled build over it.
+$(MAMBA_PY_STAMP): $(STAMP)
+	$(BIN)/pip install -q wheel==0.48.0 einops==0.8.2
+	MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE CAUSAL_CONV1D_SKIP_CUDA_BUILD=TRUE CAUSAL_CONV1D_FORCE_BUILD=TRUE \
+		$(BIN)/pip install -q --no-build-isolation --no-deps mamba-ssm==2.3.2.post1 causal-conv1d==1.7.0
+	touch $(MAMBA_PY_STAMP)
+
 demo: setup
 	$(BIN)/decision-seq train -m experiment=demo model=dt,dmamba
 
-test: setup
+test: setup $(MAMBA_PY_STAMP)
 	$(BIN)/python -m pytest -q
 
 # ruff: lint rules and formatting (config in pyproject.toml); CI runs this too.
@@ -30,7 +41,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test-all: setup
+test-all: setup $(MAMBA_PY_STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench: setup

@@ -14,9 +14,10 @@ ops/triton/layernorm_gated.py, here in PyTorch), then out_proj.
 
 Kernels: with use_kernels=None the mixer calls mamba_ssm's Triton `mamba_chunk_scan_combined` (and
 causal_conv1d when installed) when they import and the input is on CUDA, loaded lazily by
-`load_ssd_kernels` (models/ops/kernels.py); nothing CUDA-only is imported at import time. That path is
-NOT tested here (no GPU, and mamba_ssm cannot be imported without its CUDA extension); the pure-PyTorch
-path (chunked SSD) is the tested one and runs on any device.
+`load_ssd_kernels` (models/ops/kernels.py); nothing CUDA-only is imported at import time. The kernel path
+is checked on the CPU against mamba_ssm's own code over stand-in extensions
+(tests/models/ops/test_mamba_ssm_standin.py; the Triton scan runs in Triton's interpreter in the slow
+tests); it has not yet run on a GPU. The pure-PyTorch path (chunked SSD) runs on any device.
 """
 
 from __future__ import annotations
@@ -247,7 +248,12 @@ class Mamba2Mixer(nn.Module):
         self.last_path = "torch" if kernels is None else "kernel"
         if kernels is not None and kernels.causal_conv1d_fn is not None and 2 <= self.d_conv <= 4:
             weight = self.conv1d.weight[:, 0]  # (conv_dim, d_conv)
-            xBC = kernels.causal_conv1d_fn(xBC.transpose(1, 2), weight, self.conv1d.bias, activation="silu")
+            xBC = xBC.transpose(1, 2)  # (B, conv_dim, T), channel-last in memory (a slice of in_proj's output)
+            if xBC.size(1) % 8 or xBC.stride(0) % 8 or xBC.stride(2) % 8:
+                # causal_conv1d refuses channel-last input unless channels and strides are multiples of 8
+                # (csrc/causal_conv1d.cpp), e.g. with 4 heads: use its (B, conv_dim, T)-contiguous layout then.
+                xBC = xBC.contiguous()
+            xBC = kernels.causal_conv1d_fn(xBC, weight, self.conv1d.bias, activation="silu")
             xBC = xBC.transpose(1, 2)  # (B, T, conv_dim)
         else:
             xBC = F.silu(self.conv1d(xBC.transpose(1, 2))[..., :T].transpose(1, 2))  # (B, T, conv_dim)
@@ -270,7 +276,8 @@ class Mamba2Mixer(nn.Module):
                     f"Mamba2Mixer.scan_impl must be one of {', '.join(SCAN_IMPLS)}, got {self.scan_impl!r}"
                 )
         else:
-            # Untested here (no CUDA): dt is passed already discretized and masked, hence no dt_bias / softplus.
+            # Checked on the CPU over stand-ins, not yet on a GPU: dt is passed already discretized and masked,
+            # hence no dt_bias / softplus.
             y = kernels.mamba_chunk_scan_combined(
                 x.contiguous(),
                 dt.contiguous(),
