@@ -5,6 +5,7 @@
     decision-seq datasets download ID              Minari remote (network); built-in ids are built locally
     decision-seq datasets build ENV ...            D4RL-style datasets built locally (cli/build.py, datasets/sac/)
     decision-seq datasets import-d4rl FILE...      D4RL HDF5 files (or the DT repo's pickles) -> Minari
+    decision-seq datasets import-dqn-replay DIR --game Breakout   DQN-Replay Atari buffers -> Minari (DT sampling)
 
 Only `download` and `list --remote` touch the network. Bad input ends with one line
 `decision-seq datasets: error: ...` on stderr and exit code 2. What the commands show comes from
@@ -22,13 +23,21 @@ from collections.abc import Iterator
 
 from minari.storage import get_dataset_path
 
-from decision_seq.cli.datasets_commands import cmd_build, cmd_download, cmd_import_d4rl, cmd_info, cmd_list
+from decision_seq.cli.datasets_commands import (
+    cmd_build,
+    cmd_download,
+    cmd_import_d4rl,
+    cmd_import_dqn_replay,
+    cmd_info,
+    cmd_list,
+)
 from decision_seq.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNEXPECTED
 from decision_seq.data.episodes import DatasetCorruptError, DatasetNotFoundError
 from decision_seq.datasets.catalog import (
     DATASETS_COMMAND,
 )
 from decision_seq.datasets.d4rl import D4RL_ENVS
+from decision_seq.datasets.dqn_replay import DEFAULT_STEPS, EPISODES_PER_VISIT, GAMES
 from decision_seq.datasets.minari_io import RemoteUnavailableError
 from decision_seq.datasets.naming import LEVELS
 
@@ -151,6 +160,31 @@ def build_parser(with_build_args: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_import_d4rl)
+
+    games = ", ".join(g.name for g in GAMES.values())
+    p = sub.add_parser(
+        "import-dqn-replay",
+        help="sample DQN-Replay Atari buffers into a local Minari dataset, as the DT paper did",
+        formatter_class=_FMT,
+        description="Read a DQN-Replay run's buffers ($store$_{observation,action,reward,terminal}_ckpt.N.gz, "
+        "gzip-wrapped numpy arrays; no TensorFlow needed) and sample whole episodes as the Decision "
+        f"Transformer paper did (random buffers, {EPISODES_PER_VISIT} consecutive episodes per visit, "
+        f"up to --steps steps: 1% of the data by default). Writes dqn-replay/<game>/1pct-v0 with one 84x84 "
+        "frame per step, the ALE eval env and the game's random and gamer reference scores; the seed "
+        f"and the files read are in its metadata. Games: {games}.",
+        epilog="examples:\n"
+        f"  {PROG} import-dqn-replay dqn_replay/Breakout/1 --game Breakout\n"
+        f"  {PROG} import-dqn-replay dqn_replay/Breakout/1/replay_logs --game Breakout --steps 100000 --seed 3\n"
+        "then: decision-seq train dataset.id=dqn-replay/breakout/1pct-v0",
+    )
+    p.add_argument("directory", metavar="DIR", help="a DQN-Replay run directory or its replay_logs directory")
+    p.add_argument("--game", required=True, help=f"the game of the data: {games}")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"step budget (default {DEFAULT_STEPS})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the episode sampling (default 0)")
+    p.add_argument("--id", default=None, help="dataset id (default dqn-replay/<game>/1pct-v0)")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset with the same id")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_import_dqn_replay)
     return parser
 
 

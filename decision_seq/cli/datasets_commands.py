@@ -1,5 +1,5 @@
-"""The `decision-seq datasets` subcommands (list, info, download, build, import-d4rl): each takes the parsed
-arguments, prints, and returns an exit code. Parsing and error handling are in cli/datasets.py."""
+"""The `decision-seq datasets` subcommands (list, info, download, build, import-d4rl, import-dqn-replay): each
+takes the parsed arguments, prints, and returns an exit code. Parsing and error handling are in cli/datasets.py."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from decision_seq.datasets.catalog import (
     local_datasets,
 )
 from decision_seq.datasets.d4rl import import_d4rl, plan_import
+from decision_seq.datasets.dqn_replay import import_dqn_replay
 from decision_seq.datasets.minari_io import RemoteUnavailableError, dataset_exists_locally, remote_call
 
 log = logging.getLogger(__name__)
@@ -240,4 +241,21 @@ def cmd_import_d4rl(args: argparse.Namespace) -> int:
             f"imported {f} as {dataset_id} ({dataset.total_episodes} episodes, {dataset.total_steps} steps); "
             f"train with `decision-seq train {train}`"
         )
+    return EXIT_OK
+
+
+def cmd_import_dqn_replay(args: argparse.Namespace) -> int:
+    dataset = import_dqn_replay(
+        args.directory,
+        game=args.game,
+        steps=args.steps,
+        seed=args.seed,
+        dataset_id=args.id,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(
+        f"imported {args.directory} as {dataset.id} ({dataset.total_episodes} episodes, {dataset.total_steps} steps); "
+        f"train with `decision-seq train dataset.id={dataset.id}`"
+    )
     return EXIT_OK

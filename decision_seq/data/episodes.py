@@ -5,6 +5,10 @@ returns-to-go, in-episode timesteps, termination/truncation flags) plus what the
 needs around them: observation normalization statistics (as in the Decision Transformer code),
 action-space description, D4RL-style reference scores and the evaluation environment spec.
 
+Observations are vectors (flattened to (S,), float32) or single 84x84 grayscale uint8 frames (Atari),
+which stay uint8 and are stored once per step: the sampler stacks the last 4 on the fly, so a
+500k-step Atari set holds 3.3 GiB of frames, not 4x that.
+
 `episodes_from_minari` converts a `minari.MinariDataset` (Box observations, Box or Discrete
 actions); `load_minari_dataset` loads one by id, building the built-in datasets on first use and
 otherwise failing with a `DatasetNotFoundError` that says where it looked and how to get the data.
@@ -23,6 +27,8 @@ import numpy as np
 from gymnasium.envs.registration import EnvSpec
 from minari.storage import get_dataset_path
 
+from decision_seq.data.frames import FRAME_SHAPE
+
 _SUPPORTED = "decision-seq supports Box observations and Box or Discrete actions"
 
 
@@ -38,7 +44,7 @@ class DatasetCorruptError(ValueError):
 class EpisodeSet:
     """All episodes of a dataset, concatenated along a flat step axis of length N (E episodes)."""
 
-    observations: np.ndarray  # (N, S) float32; each episode's final (T+1-th) observation dropped
+    observations: np.ndarray  # (N, S) float32, or (N, 84, 84) uint8 frames; each episode's final (T+1-th) dropped
     actions: np.ndarray  # (N, A) float32 for Box actions; (N,) int64 for Discrete
     rewards: np.ndarray  # (N,) float32
     returns_to_go: np.ndarray  # (N,) float32, undiscounted sum of rewards from this step to the episode end
@@ -47,8 +53,8 @@ class EpisodeSet:
     truncations: np.ndarray  # (N,) bool
     episode_starts: np.ndarray  # (E,) int64 offsets into the flat arrays
     episode_lengths: np.ndarray  # (E,) int64
-    obs_mean: np.ndarray  # (S,) float32
-    obs_std: np.ndarray  # (S,) float32, std + 1e-6 as in the DT code
+    obs_mean: np.ndarray  # (S,) float32; (1,) zeros for frames
+    obs_std: np.ndarray  # (S,) float32, std + 1e-6 as in the DT code; (1,) ones for frames
     discrete: bool
     action_dim: int  # A for Box; number of actions n for Discrete
     dataset_id: str = ""
@@ -60,7 +66,18 @@ class EpisodeSet:
 
     @property
     def state_dim(self) -> int:
-        return int(self.observations.shape[1])
+        """Size of one step's observation: S, or 84 * 84 for frames."""
+        return int(np.prod(self.observations.shape[1:]))
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        """One step's observation shape: (S,), or (84, 84) for frames."""
+        return tuple(int(n) for n in self.observations.shape[1:])
+
+    @property
+    def is_image(self) -> bool:
+        """Observations are single 84x84 uint8 frames (stacked by the sampler)."""
+        return _is_frames(self.observations)
 
     @property
     def num_steps(self) -> int:
@@ -169,6 +186,11 @@ class EpisodeSet:
         }
 
 
+def _is_frames(obs: np.ndarray) -> bool:
+    """(T, 84, 84) uint8: single grayscale frames, kept as they are (not flattened, not cast)."""
+    return obs.dtype == np.uint8 and obs.ndim == 3 and obs.shape[1:] == FRAME_SHAPE
+
+
 def _returns_to_go(rewards: np.ndarray) -> np.ndarray:
     """(T,) undiscounted suffix sums, accumulated in float64."""
     return np.cumsum(rewards[::-1], dtype=np.float64)[::-1]
@@ -189,14 +211,23 @@ def episodes_from_arrays(
     ref_min_score: float | None = None,
     ref_max_score: float | None = None,
     eval_env_spec: EnvSpec | None = None,
+    frames: np.ndarray | None = None,
 ) -> EpisodeSet:
     """Build an EpisodeSet from per-episode arrays.
 
     Per episode: observations (T+1, ...) as Minari stores them, or (T, ...); actions (T, ...) or
     (T,) integers when `discrete`; rewards (T,). Missing termination flags default to False; missing
     truncation flags default to True on each episode's last step. Empty episodes are dropped.
+    Observations (T, 84, 84) uint8 are frames and kept as they are; any other shape is flattened to float32.
+
+    `frames`: instead of per-episode observations (then `observations` is None), the flat (N, 84, 84) uint8
+    frames of all episodes in order, final observations already dropped; used as they are, without a copy.
     """
     n_ep = len(rewards)
+    if frames is not None:
+        if observations is not None or not _is_frames(frames):
+            raise ValueError("frames must be (N, 84, 84) uint8, given instead of per-episode observations")
+        observations = [None] * n_ep
     if not (len(observations) == len(actions) == n_ep):
         raise ValueError("observations, actions and rewards must hold the same number of episodes")
     obs_l, act_l, rew_l, rtg_l, ts_l, term_l, trunc_l, lengths = [], [], [], [], [], [], [], []
@@ -205,12 +236,15 @@ def episodes_from_arrays(
         T = rew.shape[0]
         if T == 0:
             continue  # an empty episode has no step to sample or condition on
-        obs = np.asarray(observations[e])
-        obs = obs.reshape(obs.shape[0], -1)  # flatten multi-dim Box observations: (T+1, S)
-        if obs.shape[0] == T + 1:
-            obs = obs[:T]  # drop the final observation: no action or return-to-go follows it
-        elif obs.shape[0] != T:
-            raise ValueError(f"episode {e}: {obs.shape[0]} observations for {T} rewards (expected {T + 1})")
+        if frames is None:
+            obs = np.asarray(observations[e])
+            if not _is_frames(obs):
+                obs = obs.reshape(obs.shape[0], -1).astype(np.float32)  # flatten multi-dim Box observations: (T+1, S)
+            if obs.shape[0] == T + 1:
+                obs = obs[:T]  # drop the final observation: no action or return-to-go follows it
+            elif obs.shape[0] != T:
+                raise ValueError(f"episode {e}: {obs.shape[0]} observations for {T} rewards (expected {T + 1})")
+            obs_l.append(obs)
         act = np.asarray(actions[e])
         if act.shape[0] != T:
             raise ValueError(f"episode {e}: {act.shape[0]} actions for {T} rewards")
@@ -221,7 +255,6 @@ def episodes_from_arrays(
             trunc[-1] = not term[-1]
         else:
             trunc = np.asarray(truncations[e], bool).reshape(T)
-        obs_l.append(obs.astype(np.float32))
         act_l.append(act)
         rew_l.append(rew)
         rtg_l.append(_returns_to_go(rew))
@@ -232,16 +265,27 @@ def episodes_from_arrays(
     if not lengths:
         raise ValueError(f"dataset {dataset_id!r} has no steps (no episodes, or only empty ones)")
 
-    if len({o.shape[1] for o in obs_l}) != 1:
-        raise ValueError(f"dataset {dataset_id!r}: episodes have different observation sizes")
-    obs_all = np.concatenate(obs_l)  # (N, S)
+    if frames is None:
+        if len({(o.shape[1:], o.dtype) for o in obs_l}) != 1:
+            raise ValueError(f"dataset {dataset_id!r}: episodes have different observation shapes")
+        obs_all = np.concatenate(obs_l)  # (N, S) or (N, 84, 84)
+    elif frames.shape[0] != sum(lengths):
+        raise ValueError(f"dataset {dataset_id!r}: {frames.shape[0]} frames for {sum(lengths)} steps")
+    else:
+        obs_all = frames
     actions_all = np.concatenate(act_l)  # (N, A) or (N,)
     if action_dim is None:
         action_dim = int(actions_all.max()) + 1 if discrete else int(actions_all.shape[1])
     lengths_arr = np.asarray(lengths, dtype=np.int64)  # (E,)
     starts = np.concatenate([[0], np.cumsum(lengths_arr)[:-1]]).astype(np.int64)  # (E,)
-    # Statistics over all observations of all episodes, in float64, as the DT code's state_mean/std.
-    obs64 = obs_all.astype(np.float64)
+    if _is_frames(obs_all):
+        # Frames are not normalized (the image encoder scales them to [0, 1], as the DT Atari code does):
+        # mean 0 and std 1 make the evaluation's (obs - mean) / std the identity. Also spares a float64 copy.
+        obs_mean, obs_std = np.zeros(1, np.float32), np.ones(1, np.float32)
+    else:
+        # Statistics over all observations of all episodes, in float64, as the DT code's state_mean/std.
+        obs64 = obs_all.astype(np.float64)
+        obs_mean, obs_std = obs64.mean(axis=0).astype(np.float32), (obs64.std(axis=0) + 1e-6).astype(np.float32)
     return EpisodeSet(
         observations=obs_all,
         actions=actions_all,
@@ -252,8 +296,8 @@ def episodes_from_arrays(
         truncations=np.concatenate(trunc_l),
         episode_starts=starts,
         episode_lengths=lengths_arr,
-        obs_mean=obs64.mean(axis=0).astype(np.float32),
-        obs_std=(obs64.std(axis=0) + 1e-6).astype(np.float32),
+        obs_mean=obs_mean,
+        obs_std=obs_std,
         discrete=discrete,
         action_dim=int(action_dim),
         dataset_id=dataset_id,
@@ -298,10 +342,25 @@ def episodes_from_minari(dataset: minari.MinariDataset) -> EpisodeSet:
     if dataset.total_episodes == 0:
         raise ValueError(f"dataset {dataset_id} has no episodes")
 
+    # Frames are copied straight into one preallocated (N, 84, 84) array, episode by episode: holding
+    # every episode's frames and then concatenating them would need twice the memory (6.6 GiB at 500k steps).
+    is_frames = obs_space.dtype == np.uint8 and obs_space.shape == FRAME_SHAPE
+    frames = np.empty((dataset.total_steps, *FRAME_SHAPE), np.uint8) if is_frames else None
+    n_frames = 0
     observations, actions, rewards, terminations, truncations = [], [], [], [], []
     try:
         for ep in dataset.iterate_episodes():
-            observations.append(ep.observations)  # (T+1, ...)
+            if frames is None:
+                observations.append(ep.observations)  # (T+1, ...)
+            else:
+                T = len(ep.rewards)
+                if ep.observations.shape[0] != T + 1 or n_frames + T > frames.shape[0]:
+                    raise ValueError(
+                        f"dataset {dataset_id}: an episode has {ep.observations.shape[0]} frames for {T} steps "
+                        f"(or the episodes hold more steps than total_steps={dataset.total_steps})"
+                    )
+                frames[n_frames : n_frames + T] = ep.observations[:T]
+                n_frames += T
             actions.append(ep.actions)  # (T, ...)
             rewards.append(ep.rewards)
             terminations.append(ep.terminations)
@@ -315,7 +374,7 @@ def episodes_from_minari(dataset: minari.MinariDataset) -> EpisodeSet:
     # Same fallback as MinariDataset.recover_environment(eval_env=True).
     eval_spec = _parse_env_spec(metadata.get("eval_env_spec") or metadata.get("env_spec"))
     return episodes_from_arrays(
-        observations,
+        None if frames is not None else observations,
         actions,
         rewards,
         terminations,
@@ -328,6 +387,7 @@ def episodes_from_minari(dataset: minari.MinariDataset) -> EpisodeSet:
         ref_min_score=ref_min,
         ref_max_score=ref_max,
         eval_env_spec=eval_spec,
+        frames=None if frames is None else frames[:n_frames],
     )
 
 

@@ -6,6 +6,11 @@ episode end, and left-pads the window to K with an attention mask. That is exact
 drawn uniformly over all N steps of the dataset, window [i, min(i + K, end of i's episode)), so
 here a batch is one `randint` plus one (B, K) gather per field: no Python loop per sample. The whole
 dataset stays resident as tensors on `device`, so on a GPU sampling happens there.
+
+Image datasets (single 84x84 uint8 frames per step) keep each frame once; the state at step i is the
+stack of frames i-3..i of its episode, built at sampling time by index arithmetic (one (B, K, 4)
+gather), with the episode's first frame repeated before its start. On CPU the frames are not even
+copied: the tensor shares the EpisodeSet's array.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ import numpy as np
 import torch
 
 from decision_seq.data.episodes import EpisodeSet
+from decision_seq.data.frames import FRAME_STACK
 
 
 class SequenceSampler:
     """Draws batches of K-step windows from an EpisodeSet.
 
     Batch (B = batch_size, K = context_len, S = state dim, A = action dim):
-      states         (B, K, S) float32, normalized by the dataset's obs mean/std
+      states         (B, K, S) float32, normalized by the dataset's obs mean/std;
+                     image datasets: (B, K, 4, 84, 84) uint8 frame stacks (oldest first), 0 when padded
       actions        (B, K, A) float32 (Discrete: (B, K) int64)
       returns_to_go  (B, K, 1) float32, divided by rtg_scale
       timesteps      (B, K)    int64, clipped to max_ep_len - 1
@@ -76,8 +83,17 @@ class SequenceSampler:
             pad = torch.zeros((1, *t.shape[1:]), dtype=dtype)
             return torch.cat([t, pad]).to(self.device)
 
-        states = (episodes.observations - episodes.obs_mean) / episodes.obs_std
-        self._states = resident(states, torch.float32)  # (N+1, S)
+        self.image = episodes.is_image
+        if self.image:
+            # One uint8 frame per step, shared with the EpisodeSet on CPU (no copy, no padding row); for each
+            # step the first step of its episode, which bounds its stack.
+            self._frames = torch.from_numpy(episodes.observations).to(self.device)  # (N, 84, 84) uint8
+            starts = np.repeat(episodes.episode_starts, episodes.episode_lengths)
+            self._episode_start = torch.as_tensor(starts, dtype=torch.int64, device=self.device)  # (N,)
+            self._stack_offsets = torch.arange(1 - FRAME_STACK, 1, device=self.device)  # (4,): -3..0
+        else:
+            states = (episodes.observations - episodes.obs_mean) / episodes.obs_std
+            self._states = resident(states, torch.float32)  # (N+1, S)
         if self.discrete:
             self._actions = resident(episodes.actions, torch.int64)  # (N+1,), padding action 0
         else:
@@ -111,12 +127,26 @@ class SequenceSampler:
             return table.index_select(0, index).view(self.batch_size, K, *table.shape[1:])
 
         return {
-            "states": gather(self._states),  # (B, K, S)
+            "states": self._stacks(index, mask) if self.image else gather(self._states),  # (B, K, S) or frames
             "actions": gather(self._actions),  # (B, K, A) or (B, K)
             "returns_to_go": gather(self._rtg).unsqueeze(-1),  # (B, K, 1)
             "timesteps": gather(self._timesteps),  # (B, K)
             "mask": mask,  # (B, K)
         }
+
+    def _stacks(self, index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Frame stacks (B, K, 4, 84, 84) uint8 for flat step indices (B*K,) (N at padded positions).
+
+        Departure from the DT Atari code, which takes DQN-Replay's stored stacks (whose first steps hold the
+        replay buffer's zero padding frames): the episode's first frame is repeated before its start, as
+        Gymnasium's FrameStackObservation does after a reset, so training and evaluation stacks agree."""
+        step = torch.where(mask.view(-1), index, 0)  # (B*K,) any valid row for padding, zeroed below
+        frame = torch.maximum(
+            step[:, None] + self._stack_offsets, self._episode_start.index_select(0, step)[:, None]
+        )  # (B*K, 4)
+        stacks = self._frames.index_select(0, frame.view(-1))  # (B*K*4, 84, 84)
+        stacks = stacks.view(self.batch_size, self.context_len, FRAME_STACK, *stacks.shape[1:])
+        return stacks.masked_fill(~mask[:, :, None, None, None], 0)  # (B, K, 4, 84, 84)
 
     def __iter__(self):
         while True:

@@ -33,6 +33,9 @@ import torch
 from decision_seq.models.trajectory import TokenKind
 
 EVAL_MODES = ("window", "recurrent")
+# How a discrete action is picked from the logits: drawn from their softmax (the DT Atari code's evaluation),
+# or the most likely one.
+DISCRETE_ACTIONS = ("sample", "argmax")
 
 
 def check_mode(mode: str) -> None:
@@ -41,12 +44,28 @@ def check_mode(mode: str) -> None:
         raise ValueError(f"eval.mode={mode!r} is not available; valid modes: {', '.join(EVAL_MODES)}")
 
 
+def check_discrete_action(choice: str) -> None:
+    """Raise a clear error for a discrete action choice that does not exist."""
+    if choice not in DISCRETE_ACTIONS:
+        raise ValueError(f"eval.discrete_action={choice!r} is not available; valid: {', '.join(DISCRETE_ACTIONS)}")
+
+
+def choose_discrete(logits: torch.Tensor, choice: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Logits (B, n) -> actions (B,) int64: the argmax, or a draw from softmax(logits) with `generator`."""
+    if choice == "argmax":
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float(), dim=-1)  # (B, n)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
 class SequencePolicy:
     """Batched, stateful action selection for `model` (a TrajectoryModel) over `batch_size` environments.
 
-    Call `act(states, returns_to_go)` once per env step with normalized states (B, S) and scaled
+    Call `act(states, returns_to_go)` once per env step with normalized states (B, S) (or stacked frames
+    (B, 4, 84, 84), uint8 values) and scaled
     returns-to-go (B, 1); it returns actions (B, A), or (B,) int for discrete action spaces.
-    `max_steps` bounds the episode length.
+    `max_steps` bounds the episode length. Discrete actions are chosen by `discrete_action` (DISCRETE_ACTIONS;
+    argmax by default, what `TrajectoryModel.act` does); "sample" draws with a generator seeded by `seed`.
     """
 
     def __init__(
@@ -58,8 +77,11 @@ class SequencePolicy:
         max_steps: int,
         mode: str = "window",
         device: torch.device | str | None = None,
+        discrete_action: str = "argmax",
+        seed: int = 0,
     ):
         check_mode(mode)
+        check_discrete_action(discrete_action)
         self.backbone = model.backbone  # a models.backbones.Backbone
         if mode == "recurrent" and not self.backbone.constant_time_step:
             raise ValueError(
@@ -71,6 +93,11 @@ class SequencePolicy:
         self.n, self.K, self.H = int(batch_size), int(context_len), int(max_steps)
         self.device = param.device if device is None else torch.device(device)
         self.dtype = param.dtype
+        self.discrete_action = discrete_action
+        self.generator = None
+        if model.discrete and discrete_action == "sample":
+            self.generator = torch.Generator(device=self.device)
+            self.generator.manual_seed(int(seed))
         self.t = 0
         if mode == "recurrent":
             self.state = self.backbone.init_state(self.n, device=self.device, dtype=self.dtype)
@@ -96,9 +123,9 @@ class SequencePolicy:
         return action
 
     def _act_from(self, h: torch.Tensor) -> torch.Tensor:
-        """Hidden state of the state token (B, D) -> actions (B, A), or (B,) int (argmax of the logits)."""
+        """Hidden state of the state token (B, D) -> actions (B, A), or (B,) int chosen from the logits."""
         out = self.model.head(h)  # (B, A) or logits (B, n)
-        return out.argmax(-1) if self.model.discrete else out
+        return choose_discrete(out, self.discrete_action, self.generator) if self.model.discrete else out
 
     def _put(self, kind: TokenKind, x: torch.Tensor, ts: torch.Tensor) -> None:
         """Embed this step's token `kind` into the newest slot, with its backbone features (if any)."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from decision_seq.evaluation.policy import SequencePolicy, check_mode
+from decision_seq.evaluation.policy import SequencePolicy, check_discrete_action, check_mode
 
 
 def rollout(
@@ -38,14 +38,17 @@ def rollout(
     device: torch.device | str = "cpu",
     progress: bool = True,
     mode: str = "window",
+    discrete_action: str = "argmax",
 ) -> dict[float, dict[str, list]]:
     """Run `episodes` episodes for each target return; returns {target: {returns, lengths, seeds}}.
 
     `num_envs` caps how many episodes run at once (default: all pairs together). Episodes stop at the
     env's own time limit, or at `max_episode_steps` (default: the env spec's, else the model's
-    timestep embedding size) as a hard cap. `mode` is one of evaluation.policy.EVAL_MODES.
+    timestep embedding size) as a hard cap. `mode` is one of evaluation.policy.EVAL_MODES; discrete actions
+    are picked by `discrete_action` (evaluation.policy.DISCRETE_ACTIONS), draws seeded by each chunk's first seed.
     """
     check_mode(mode)  # before any env is built
+    check_discrete_action(discrete_action)
     if episodes < 1:
         raise ValueError(f"eval.episodes must be >= 1, got {episodes}")
     if not targets:
@@ -73,6 +76,7 @@ def rollout(
                 torch.device(device),
                 bar,
                 mode,
+                discrete_action,
             )
             for (target, _), s, r, n in zip(part, seeds, returns, lengths, strict=True):
                 out[target]["returns"].append(float(r))
@@ -84,13 +88,24 @@ def rollout(
 
 
 @torch.no_grad()
-def _run_chunk(model, env_fn, targets, seeds, K, obs_mean, obs_std, rtg_scale, max_steps, device, bar, mode):
+def _run_chunk(
+    model, env_fn, targets, seeds, K, obs_mean, obs_std, rtg_scale, max_steps, device, bar, mode, discrete_action
+):
     n = len(targets)
     envs = gym.vector.SyncVectorEnv([env_fn] * n, autoreset_mode=gym.vector.AutoresetMode.DISABLED)
     try:
         spec_limit = envs.envs[0].spec.max_episode_steps if envs.envs[0].spec is not None else None
         H = int(max_steps or spec_limit or model.max_ep_len)
-        policy = SequencePolicy(model, batch_size=n, context_len=K, max_steps=H, mode=mode, device=device)
+        policy = SequencePolicy(
+            model,
+            batch_size=n,
+            context_len=K,
+            max_steps=H,
+            mode=mode,
+            device=device,
+            discrete_action=discrete_action,
+            seed=seeds[0],
+        )
         obs, _ = envs.reset(seed=seeds)
         mean = torch.as_tensor(obs_mean, dtype=policy.dtype, device=device)
         std = torch.as_tensor(obs_std, dtype=policy.dtype, device=device)

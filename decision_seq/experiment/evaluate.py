@@ -61,6 +61,7 @@ def evaluate_model(
         num_envs=eval_cfg.num_envs,
         device=device,
         progress=eval_cfg.progress,
+        discrete_action=eval_cfg.discrete_action,
         mode=eval_cfg.mode,
     )
     return eval_record(step, per_target, episodes.normalized_score if episodes.has_reference_scores else None)

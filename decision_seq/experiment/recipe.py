@@ -51,6 +51,8 @@ def model_kwargs_for(net_cfg: dict, episodes: EpisodeSet, max_ep_len: int) -> di
     kwargs.update(
         state_dim=episodes.state_dim, action_dim=episodes.action_dim, discrete=episodes.discrete, max_ep_len=max_ep_len
     )
+    if episodes.is_image:
+        kwargs["obs_shape"] = list(episodes.obs_shape)  # (84, 84) frames -> the image encoder
     if not episodes.discrete:
         kwargs.update(
             action_low=[float(x) for x in episodes.action_low], action_high=[float(x) for x in episodes.action_high]

@@ -86,6 +86,7 @@ class EvalConfig:
     episodes: int = MISSING
     num_envs: int | None = None
     mode: str = MISSING
+    discrete_action: str = MISSING  # sample | argmax: how discrete actions are picked from the logits
     progress: bool = MISSING
 
 

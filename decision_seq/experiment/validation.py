@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from decision_seq.evaluation.policy import EVAL_MODES
+from decision_seq.evaluation.policy import DISCRETE_ACTIONS, EVAL_MODES
 
 LOGGER_KINDS = ("wandb", "none")
 WANDB_MODES = ("online", "offline", "disabled")
@@ -185,6 +185,7 @@ def _eval_section(c: _Checker, ev: DictConfig) -> None:
     c.int_at_least("eval.episodes", ev.episodes, 1, " (episodes per target)")
     c.optional_int_at_least("eval.num_envs", ev.num_envs, 1, " or null (all episodes at once)")
     c.choice("eval.mode", ev.mode, EVAL_MODES)
+    c.choice("eval.discrete_action", ev.discrete_action, DISCRETE_ACTIONS)
 
 
 def validate_train_config(cfg: DictConfig) -> None:

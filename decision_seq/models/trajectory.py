@@ -10,6 +10,8 @@ observation and action encoders are in `models.encoders`.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from enum import IntEnum
 
 import torch
@@ -41,22 +43,31 @@ class TrajectoryModel(nn.Module):
         backbone_kwargs: dict | None = None,
         action_low: list[float] | None = None,
         action_high: list[float] | None = None,
+        obs_shape: Sequence[int] | None = None,
     ):
+        """`obs_shape`: one step's observation shape when it is not the vector (state_dim,), e.g. (84, 84)
+        for Atari frames (then state_dim must be its size, 7056, and states arrive as (B, K, 4, 84, 84))."""
         super().__init__()
+        self.obs_shape = (state_dim,) if obs_shape is None else tuple(int(n) for n in obs_shape)
+        if math.prod(self.obs_shape) != state_dim:
+            raise ValueError(f"state_dim={state_dim} is not the size of obs_shape={self.obs_shape}")
         self.state_dim, self.action_dim, self.discrete = state_dim, action_dim, discrete
         self.embed_dim, self.max_ep_len = embed_dim, max_ep_len
         self.backbone_name = backbone
 
+        # Departures from the DT Atari code, which keeps its own token scheme: the same tokens serve every
+        # domain here, so Atari gets the MuJoCo code's per-step timestep embedding (not Atari's global +
+        # local position embeddings), a return embedding without tanh, and the LayerNorm below.
         self.embed_timestep = nn.Embedding(max_ep_len, embed_dim)
         self.embed_return = nn.Linear(1, embed_dim)
         # The creation order (timestep, return, state, action) fixes which initial weights a seed draws: keep it.
-        self.embed_state = observation_encoder((state_dim,), embed_dim)
+        self.embed_state = observation_encoder(self.obs_shape, embed_dim)
         self.embed_action = action_encoder(action_dim, discrete, embed_dim)
         self.embed_ln = nn.LayerNorm(embed_dim)
         self.embed_drop = nn.Dropout(dropout)  # GPT-2's embedding dropout in the official DT
         self.backbone = build_backbone(backbone, d_model=embed_dim, dropout=dropout, **(backbone_kwargs or {}))
         if discrete:
-            self.predict_action = nn.Linear(embed_dim, action_dim)  # logits
+            self.predict_action = nn.Linear(embed_dim, action_dim)  # logits (the DT Atari head has no bias)
         else:
             self.predict_action = nn.Sequential(nn.Linear(embed_dim, action_dim), nn.Tanh())
             # Departure from the official DT, which assumes actions in [-1, 1]: the tanh output is mapped
@@ -73,7 +84,7 @@ class TrajectoryModel(nn.Module):
 
     def embed(self, states, actions, returns_to_go, timesteps) -> torch.Tensor:
         """Interleaved token embeddings (B, 3K, D) for K steps."""
-        B, K, _ = states.shape
+        B, K = states.shape[:2]
         time = self.embed_timestep(timesteps.clamp(max=self.max_ep_len - 1))  # (B, K, D)
         r = self.embed_return(returns_to_go) + time
         s = self.embed_state(states) + time
@@ -83,7 +94,7 @@ class TrajectoryModel(nn.Module):
 
     def embed_token(self, kind: TokenKind, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """One token of one step, as `embed` makes it, for incremental inference: x (B, 1) for RETURN,
-        (B, S) for STATE, (B, A) or (B,) int (discrete) for ACTION; timesteps (B,) -> (B, D)."""
+        (B, S) or (B, 4, 84, 84) for STATE, (B, A) or (B,) int (discrete) for ACTION; timesteps (B,) -> (B, D)."""
         layer = (self.embed_return, self.embed_state, self.embed_action)[TokenKind(kind)]
         time = self.embed_timestep(timesteps.clamp(max=self.max_ep_len - 1))  # (B, D)
         return self.embed_drop(self.embed_ln(layer(x) + time))
@@ -94,9 +105,10 @@ class TrajectoryModel(nn.Module):
         return out if self.discrete else out * self.action_scale + self.action_bias
 
     def forward(self, states, actions, returns_to_go, timesteps, mask=None) -> torch.Tensor:
-        """states (B, K, S), actions (B, K, A) or (B, K) int, returns_to_go (B, K, 1), timesteps (B, K),
-        mask (B, K) bool (True = real step) -> action predictions (B, K, A) or logits (B, K, n)."""
-        B, K, _ = states.shape
+        """states (B, K, S) or stacked frames (B, K, 4, 84, 84), actions (B, K, A) or (B, K) int, returns_to_go
+        (B, K, 1), timesteps (B, K), mask (B, K) bool (True = real step) -> action predictions (B, K, A) or
+        logits (B, K, n)."""
+        B, K = states.shape[:2]
         x = self.embed(states, actions, returns_to_go, timesteps)
         token_mask = None if mask is None else mask.repeat_interleave(3, dim=1)  # (B, 3K)
         h = self.backbone(x, token_mask).reshape(B, K, 3, self.embed_dim)  # (B, K, 3, D)

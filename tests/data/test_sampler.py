@@ -173,3 +173,52 @@ def test_sampler_on_cuda(tiny):
     sampler.load_state_dict(state)
     again = sampler.sample()
     assert all(torch.equal(again[k], batch[k]) for k in batch)
+
+
+# -- frames: stored once, stacked on the fly ----------------------------------------------------------
+
+
+def _frame_set(lengths=(2, 5, 1, 7)) -> tuple[EpisodeSet, np.ndarray]:
+    """Episodes of random uint8 frames marked with (episode, step) at pixel [0, 0:2]; and the naive stacks."""
+    rng = np.random.default_rng(0)
+    obs, naive = [], []
+    for e, T in enumerate(lengths):
+        frames = rng.integers(0, 256, (T + 1, 84, 84), dtype=np.uint8)  # (T+1, 84, 84), Minari's layout
+        frames[:, 0, 0], frames[:, 0, 1] = e, np.arange(T + 1)
+        obs.append(frames)
+        for t in range(T):  # frames t-3..t, the episode's first frame repeated before its start
+            naive.append(np.stack([frames[max(t - k, 0)] for k in (3, 2, 1, 0)]))
+    episodes = episodes_from_arrays(
+        obs, [rng.integers(0, 3, T) for T in lengths], [np.ones(T) for T in lengths], discrete=True, action_dim=3
+    )
+    return episodes, np.stack(naive)  # (N, 4, 84, 84)
+
+
+def test_frame_stacks_equal_naive_stacking():
+    episodes, naive = _frame_set()
+    assert episodes.is_image and episodes.observations.shape == (15, 84, 84) and episodes.state_dim == 84 * 84
+    sampler = SequenceSampler(episodes, context_len=3, batch_size=64, max_ep_len=10, seed=0)
+    flat = {(int(f[0, 0]), int(f[0, 1])): i for i, f in enumerate(episodes.observations)}  # marker -> step
+    seen = set()
+    for _ in range(3):
+        b = sampler.sample()
+        assert b["states"].shape == (64, 3, 4, 84, 84) and b["states"].dtype == torch.uint8
+        for stacks, mask in zip(b["states"].numpy(), b["mask"].numpy(), strict=True):
+            for stack, real in zip(stacks, mask, strict=True):
+                if not real:
+                    assert not stack.any()  # padding is zeros
+                    continue
+                i = flat[int(stack[-1, 0, 0]), int(stack[-1, 0, 1])]  # the step's own frame is the newest
+                np.testing.assert_array_equal(stack, naive[i])
+                seen.add(i)
+    assert seen == set(range(15))  # every step's stack was checked
+
+
+def test_frames_are_not_copied():
+    """Memory stays ~1x: on CPU the sampler's frames are the EpisodeSet's array, and the rest is small."""
+    episodes, _ = _frame_set()
+    sampler = SequenceSampler(episodes, context_len=3, batch_size=4, max_ep_len=10)
+    assert sampler._frames.data_ptr() == episodes.observations.ctypes.data
+    tensors = {k: t for k, t in vars(sampler).items() if torch.is_tensor(t) and k != "_frames"}
+    others = sum(t.numel() * t.element_size() for t in tensors.values())
+    assert others < 0.02 * episodes.observations.nbytes

@@ -94,3 +94,37 @@ def test_bad_eval_arguments():
         _run(_model(), targets=[])
     with pytest.raises(ValueError, match="eval.mode='sideways' is not available; valid modes: window, recurrent"):
         _run(_model(), mode="sideways")
+
+
+class PickEnv(gym.Env):
+    """Five steps; reward 1 when the discrete action is 0: argmax and sampling give different returns."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Discrete(4)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.full(2, self.t, np.float32), float(int(action) == 0), self.t >= 5, False, {}
+
+
+def test_discrete_action_choice_reaches_the_policy():
+    torch.manual_seed(0)
+    model = TrajectoryModel(
+        state_dim=2, action_dim=4, discrete=True, embed_dim=8, max_ep_len=8, dropout=0.0, backbone="transformer"
+    ).eval()
+    with torch.no_grad():  # logits favour action 0 (p = 0.7): argmax always takes it, sampling sometimes not
+        model.predict_action.weight.zero_()
+        model.predict_action.bias.copy_(torch.log(torch.tensor([0.7, 0.1, 0.1, 0.1])))
+    kw = dict(targets=[5.0], episodes=8, context_len=4, obs_mean=np.zeros(2), obs_std=np.ones(2), rtg_scale=1.0)
+    greedy = rollout(model, PickEnv, **kw, progress=False, discrete_action="argmax")[5.0]["returns"]
+    drawn = rollout(model, PickEnv, **kw, progress=False, discrete_action="sample")[5.0]["returns"]
+    again = rollout(model, PickEnv, **kw, progress=False, discrete_action="sample")[5.0]["returns"]
+    assert greedy == [5.0] * 8
+    assert min(drawn) < 5.0 and drawn == again  # draws happen, and the same seeds draw the same actions
+    with pytest.raises(ValueError, match="eval.discrete_action='greedy' is not available; valid: sample, argmax"):
+        rollout(model, PickEnv, **kw, discrete_action="greedy")

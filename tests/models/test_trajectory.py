@@ -202,3 +202,43 @@ def test_mse_loss_ignores_padded_steps():
     pred = model(b["states"], b["actions"], b["returns_to_go"], b["timesteps"], b["mask"])
     expected = ((pred - b["actions"]) ** 2)[b["mask"]].mean()
     torch.testing.assert_close(model.loss(b), expected)
+
+
+# -- image observations ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backbone", ["transformer", "mamba"])
+def test_frame_model_logits_loss_and_causality(backbone):
+    """(84, 84) frames: stacked (B, K, 4, 84, 84) uint8 in, logits (B, K, n) out; a_t sees no later frame."""
+    torch.manual_seed(0)
+    model = TrajectoryModel(
+        state_dim=84 * 84,
+        obs_shape=(84, 84),
+        action_dim=4,
+        discrete=True,
+        embed_dim=16,
+        max_ep_len=50,
+        dropout=0.0,
+        backbone=backbone,
+        backbone_kwargs=BACKBONE_KW[backbone],
+    ).eval()
+    B, K = 2, 3
+    states = torch.randint(0, 256, (B, K, 4, 84, 84), dtype=torch.uint8)
+    actions = torch.randint(0, 4, (B, K))
+    rtg, ts = torch.randn(B, K, 1), torch.arange(K).expand(B, K)
+    mask = torch.ones(B, K, dtype=torch.bool)
+    logits = model(states, actions, rtg, ts, mask)
+    assert logits.shape == (B, K, 4)
+    later = states.clone()
+    later[:, -1] = 255 - later[:, -1]
+    torch.testing.assert_close(model(later, actions, rtg, ts, mask)[:, :-1], logits[:, :-1])
+    loss = model.loss({"states": states, "actions": actions, "returns_to_go": rtg, "timesteps": ts, "mask": mask})
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits.reshape(-1, 4), actions.reshape(-1)))
+    assert "embed_state.convs.0.weight" in model.state_dict()
+    tok = model.embed_token(TokenKind.STATE, states[:, 0], ts[:, 0])  # (B, D)
+    torch.testing.assert_close(tok, model.embed(states, actions, rtg, ts)[:, TokenKind.STATE])
+
+
+def test_obs_shape_must_match_state_dim():
+    with pytest.raises(ValueError, match=r"state_dim=84 is not the size of obs_shape=\(84, 84\)"):
+        TrajectoryModel(state_dim=84, obs_shape=(84, 84), action_dim=4, discrete=True)
