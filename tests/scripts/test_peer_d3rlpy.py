@@ -1,0 +1,80 @@
+"""scripts/peer_d3rlpy.py without d3rlpy: the export in d3rlpy's MDPDataset layout, the overrides our runs
+get, the per-seed scores and their summary, and its argument errors. (The d3rlpy side runs in its own
+environment; docs/benchmarks.md has the command and the numbers.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from decision_seq.data.episodes import episodes_from_arrays
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "peer_d3rlpy.py"
+
+
+@pytest.fixture(scope="module")
+def peer():
+    spec = importlib.util.spec_from_file_location("peer_d3rlpy", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["peer_d3rlpy"] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["peer_d3rlpy"]
+
+
+def _episodes():
+    obs = [np.arange(4 * 2, dtype=np.float32).reshape(4, 2), np.ones((3, 2), np.float32)]  # T+1 rows each
+    act = [np.zeros((3, 1), np.float32), np.ones((2, 1), np.float32)]
+    rew = [np.array([1.0, 2.0, 3.0]), np.array([5.0, 5.0])]
+    term = [np.array([False, False, True]), np.array([False, False])]  # the second episode is cut off
+    return episodes_from_arrays(obs, act, rew, term, ref_min_score=0.0, ref_max_score=10.0, dataset_id="x/y/z-v0")
+
+
+def test_export_marks_each_episode_end_as_terminal_or_timeout(peer, tmp_path):
+    peer.export(_episodes(), tmp_path / "d.npz")
+    d = np.load(tmp_path / "d.npz")
+    assert d["observations"].shape == (5, 2) and d["actions"].shape == (5, 1)
+    np.testing.assert_array_equal(d["rewards"], [1, 2, 3, 5, 5])
+    np.testing.assert_array_equal(d["terminals"], [0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(d["timeouts"], [0, 0, 0, 0, 1])
+
+
+def test_summary_normalizes_per_seed_and_target(peer):
+    runs = {
+        "ours dt": {
+            0: {"returns": {4.0: [2.0, 4.0], 8.0: [6.0, 6.0]}, "steps_per_sec": 10.0},
+            1: {"returns": {4.0: [5.0, 5.0], 8.0: [8.0, 10.0]}, "steps_per_sec": 30.0},
+        }
+    }
+    out = peer.summarize(runs, _episodes(), [4.0, 8.0])["ours dt"]  # normalized: 100 * R / 10
+    assert out["per_seed"][0]["scores"] == pytest.approx([30.0, 60.0]) and out["per_seed"][0]["mean"] == 45.0
+    assert out["per_seed"][1]["scores"] == pytest.approx([50.0, 90.0])
+    assert out["summary"]["4"]["mean"] == pytest.approx(40.0) and out["summary"]["4"]["n"] == 2
+    assert out["summary"]["mean over targets"]["mean"] == pytest.approx(57.5)
+    assert out["steps_per_sec_median"] == 20.0
+
+
+def test_our_runs_get_the_shape_and_the_schedule(peer, tmp_path):
+    args = peer.parse_args(["--d3rlpy-python", sys.executable, "--out", str(tmp_path), "--steps", "7"])
+    cmd = peer.our_overrides("dt", "hopper-medium", peer.SHAPES["small"], args, [3600.0, 1800.0], 3, tmp_path)
+    for override in ("model.net.embed_dim=64", "model.net.backbone_kwargs.n_layer=2", "trainer.lr=0.001",
+                     "trainer.steps=7", "trainer.warmup_steps=500", "eval.targets=[3600,1800]", "seed=3"):  # fmt: skip
+        assert override in cmd, override
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--ours", "dt,gpt"], "--ours: unknown model 'gpt'; valid: dt, dmamba"),
+        (["--seeds", "0,a"], "--seeds and --targets take comma-separated numbers"),
+        (["--steps", "0"], "--steps must be at least 1"),
+    ],
+)
+def test_bad_arguments_are_one_line(peer, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        peer.parse_args(["--d3rlpy-python", sys.executable, "--out", str(tmp_path), *argv])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
