@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 MAMBA_PY_STAMP := $(VENV)/.mamba-ssm-python
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint bench gpu-dry-run gpu-carry clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,14 @@ test-all: setup $(MAMBA_PY_STAMP)
 
 bench: setup
 	$(BIN)/python scripts/bench_train.py
+	$(BIN)/python scripts/bench_eval.py
+
+# The GPU check (README: GPU and Docker) run here on the CPU, and the folder a GPU box without network needs.
+gpu-dry-run: setup
+	PYTHON=$(BIN)/python scripts/gpu_check.sh --dry-run outputs/gpu-check-dry-run
+
+gpu-carry: setup
+	PYTHON=$(BIN)/python scripts/make_gpu_carry.sh gpu-carry
 
 clean:
 	rm -rf outputs multirun wandb .pytest_cache

@@ -1,0 +1,151 @@
+"""What scripts/bench_train.py and scripts/bench_eval.py share: the paper configs of every backbone (read from
+conf/model/*.yaml), the `--backbones` and `--path` selections, and the JSON / Markdown writers.
+
+A "row" of a benchmark is one model YAML (dt, dmamba, dmamba2, dc, dlstm, dgru, rvs, bc) and, for the Mamba
+mixers, one path: "kernel" (mamba_ssm's CUDA / Triton kernels, use_kernels=True) or "torch" (our pure-PyTorch
+code, use_kernels=False). A registered backbone that no YAML names gets a row with its constructor defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from decision_seq.models.backbones import available_backbones
+from decision_seq.models.ops.kernels import load_kernels, load_ssd_kernels
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_DIR = ROOT / "conf" / "model"
+REFERENCE_MODEL = "dt"  # every ratio is relative to this row (1.00x)
+# Mixers with a kernel path and a PyTorch path, and the loader that says whether the kernels import.
+KERNEL_LOADERS = {"mamba": load_kernels, "mamba2": load_ssd_kernels}
+PATHS = ("kernel", "torch", "both")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass
+class PaperConfig:
+    """One model YAML: its name, backbone, K and the TrajectoryModel keyword arguments under `net`."""
+
+    name: str
+    backbone: str
+    context_len: int
+    net: dict = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    """One benchmark candidate: a paper config on one mixer path ("-" where the backbone has one path)."""
+
+    config: PaperConfig
+    path: str = "-"
+    skip: str | None = None  # why it cannot run here, or None
+
+    @property
+    def label(self) -> str:
+        return self.config.name if self.path == "-" else f"{self.config.name} ({self.path})"
+
+    def net_kwargs(self) -> dict:
+        net = dict(self.config.net)
+        if self.path != "-":
+            net["backbone_kwargs"] = {**net.get("backbone_kwargs", {}), "use_kernels": self.path == "kernel"}
+        return net
+
+
+def paper_configs(model_dir: Path = MODEL_DIR) -> list[PaperConfig]:
+    """Every model YAML (the reference first, then by backbone and name), plus a default-sized config for
+    each registered backbone no YAML uses."""
+    configs = []
+    for path in sorted(model_dir.glob("*.yaml")):
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        net = {k: v for k, v in cfg["net"].items() if k != "_target_"}
+        configs.append(PaperConfig(cfg.get("name", path.stem), net["backbone"], int(cfg["context_len"]), net))
+    covered = {c.backbone for c in configs}
+    configs += [PaperConfig(b, b, 20, {"backbone": b}) for b in available_backbones() if b not in covered]
+    return sorted(configs, key=lambda c: (c.name != REFERENCE_MODEL, c.backbone, c.name))
+
+
+def _names(configs: list[PaperConfig], spec: str, option: str) -> list[str]:
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    valid = sorted({c.backbone for c in configs} | {c.name for c in configs})
+    unknown = [n for n in names if n not in valid]
+    if unknown or not names:
+        raise SystemExit(f"{option}: unknown name(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(valid)}")
+    return names
+
+
+def select_configs(configs: list[PaperConfig], spec: str | None, exclude: str | None = None) -> list[PaperConfig]:
+    """`spec` and `exclude` are comma lists of backbone names (every YAML of that backbone) or model names;
+    spec None = all."""
+    if spec:
+        wanted = _names(configs, spec, "--backbones")
+        configs = [c for c in configs if c.backbone in wanted or c.name in wanted]
+    if exclude:
+        dropped = _names(configs, exclude, "--exclude")
+        configs = [c for c in configs if c.backbone not in dropped and c.name not in dropped]
+    return configs
+
+
+def exit_status(results: list[dict]) -> int:
+    """1 when a row that should have run failed (skipped rows do not count), else 0."""
+    return int(any(not r.get("error", "skipped").startswith("skipped") for r in results))
+
+
+def expand_paths(configs: list[PaperConfig], path: str, device: torch.device) -> list[Row]:
+    """One row per config, two (kernel, torch) for the Mamba mixers under --path both; a kernel row is
+    marked skipped where the kernels do not import or the device is not CUDA."""
+    rows = []
+    for cfg in configs:
+        loader = KERNEL_LOADERS.get(cfg.backbone)
+        if loader is None:
+            rows.append(Row(cfg))
+            continue
+        for p in ("kernel", "torch") if path == "both" else (path,):
+            skip = None
+            if p == "kernel" and device.type != "cuda":
+                skip = f"kernel path needs CUDA (device is {device})"
+            elif p == "kernel" and loader() is None:
+                skip = f"mamba_ssm kernels for {cfg.backbone} do not import (build them: scripts/build_mamba_ssm.sh)"
+            rows.append(Row(cfg, p, skip))
+    return rows
+
+
+def environment(device: torch.device) -> dict:
+    """What the numbers were measured on."""
+    try:
+        git = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        git = ""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {
+        "device": str(device),
+        "device_name": name,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "git": git or None,
+        "mamba_kernels": load_kernels() is not None,
+        "mamba2_kernels": load_ssd_kernels() is not None,
+    }
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(result: dict, markdown: str, json_path: str | None, md_path: str | None) -> None:
+    for path, text in ((json_path, json.dumps(result, indent=2) + "\n"), (md_path, markdown)):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
