@@ -35,13 +35,14 @@ from minari.dataset.minari_dataset import parse_dataset_id
 from tqdm.auto import tqdm
 
 from decision_seq.data.frames import FRAME_SHAPE, FRAME_STACK
+from decision_seq.datasets import naming
 from decision_seq.datasets.minari_io import AUTHOR, AUTHOR_EMAIL, create_dataset_atomically, dataset_exists_locally
 
 log = logging.getLogger(__name__)
 
 _CODE_PERMALINK = "decision_seq/datasets/dqn_replay.py (decision-seq package)"
 
-DEFAULT_STEPS = 500_000  # the DT paper's 1% of DQN-Replay's 50M steps
+DEFAULT_STEPS = naming.DQN_REPLAY_1PCT_STEPS
 EPISODES_PER_VISIT = 10  # the DT code's trajectories_per_buffer
 KINDS = ("observation", "action", "reward", "terminal")
 # What np.save wrote for each array: dtype and shape after the first (capacity) axis.
@@ -86,12 +87,6 @@ def check_game(game: str) -> AtariGame:
             "(a game needs its random and gamer reference scores)"
         )
     return spec
-
-
-def dqn_replay_id(game: AtariGame, steps: int = DEFAULT_STEPS) -> str:
-    """Default id: `dqn-replay/breakout/1pct-v0` for the DT paper's 500k steps, else `.../<steps>steps-v0`."""
-    level = "1pct" if steps == DEFAULT_STEPS else f"{steps}steps"
-    return f"dqn-replay/{game.name.lower()}/{level}-v0"
 
 
 def eval_env_spec(game: AtariGame) -> EnvSpec:
@@ -371,13 +366,13 @@ def import_dqn_replay(
         raise ValueError(f"--steps must be an integer >= 1, got {steps}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"--seed must be an integer >= 0, got {seed}")
-    dataset_id = dataset_id or dqn_replay_id(spec, steps)
+    dataset_id = dataset_id or naming.dqn_replay_id(spec.name, steps)
     try:
         parse_dataset_id(dataset_id)
     except (ValueError, TypeError):
         raise ValueError(
             f"invalid dataset id {dataset_id!r}; Minari ids look like (namespace/)name-v<version>, "
-            f"e.g. {dqn_replay_id(spec)}"
+            f"e.g. {naming.dqn_replay_id(spec.name)}"
         ) from None
     if dataset_exists_locally(dataset_id) and not overwrite:
         raise FileExistsError(f"dataset {dataset_id} already exists locally; pass --overwrite to replace it")

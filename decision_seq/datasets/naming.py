@@ -5,6 +5,7 @@ Formats (Minari ids are `namespace/name/version`):
 - D4RL-style SAC rebuilds:  `decision-seq/<env>/<level>-v0`, level in LEVELS
 - imported D4RL data:       `d4rl/<env>/<level>-v2`, env in D4RL_ENV_NAMES, level in LEVELS
 - Minari's remote MuJoCo:   `mujoco/<env>/<level>-v0`, level in REMOTE_MUJOCO_LEVELS
+- imported DQN-Replay data: `dqn-replay/<game>/1pct-v0` (the DT paper's 500k steps), else `<steps>steps-v0`
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ D4RL_ENV_NAMES: tuple[str, ...] = ("hopper", "halfcheetah", "walker2d")
 
 BUILTIN_NAMESPACE = "decision-seq"
 D4RL_NAMESPACE = "d4rl"
+DQN_REPLAY_NAMESPACE = "dqn-replay"
+DQN_REPLAY_1PCT_STEPS = 500_000  # the DT paper's 1% of DQN-Replay's 50M steps per game
 D4RL_VERSION = 2
 REBUILD_VERSION = 0
 
@@ -44,6 +47,12 @@ def rebuild_id(env_name: str, level: str, namespace: str = BUILTIN_NAMESPACE) ->
 def d4rl_id(env_name: str, level: str, version: int = D4RL_VERSION) -> str:
     """Id of an imported D4RL set: ('hopper', 'medium') -> 'd4rl/hopper/medium-v2'."""
     return f"{D4RL_NAMESPACE}/{env_name}/{check_level(level)}-v{version}"
+
+
+def dqn_replay_id(game: str, steps: int = DQN_REPLAY_1PCT_STEPS) -> str:
+    """Id of imported DQN-Replay data: ('Breakout', 500000) -> 'dqn-replay/breakout/1pct-v0'."""
+    level = "1pct" if steps == DQN_REPLAY_1PCT_STEPS else f"{steps}steps"
+    return f"{DQN_REPLAY_NAMESPACE}/{game.lower()}/{level}-v0"
 
 
 def remote_mujoco_id(env_name: str, level: str) -> str:
