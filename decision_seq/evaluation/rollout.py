@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from decision_seq.data.frames import FRAME_STACK
 from decision_seq.evaluation.policy import SequencePolicy, check_discrete_action, check_mode
+from decision_seq.models.encoders import is_image_shape
 
 
 def rollout(
@@ -109,12 +111,18 @@ def _run_chunk(
         obs, _ = envs.reset(seed=seeds)
         mean = torch.as_tensor(obs_mean, dtype=policy.dtype, device=device)
         std = torch.as_tensor(obs_std, dtype=policy.dtype, device=device)
+        # Image observations: the env gives one frame per step and the model reads the last FRAME_STACK.
+        frames = _FrameStack(n) if is_image_shape(model.obs_shape) else None
         rtg_now = np.asarray(targets, dtype=np.float64)
         returns = np.zeros(n)
         lengths = np.zeros(n, dtype=np.int64)
         active = np.ones(n, dtype=bool)
         for _ in range(H):
-            state = (torch.as_tensor(obs, dtype=policy.dtype, device=device).reshape(n, -1) - mean) / std  # (n, S)
+            obs_t = torch.as_tensor(obs, dtype=policy.dtype, device=device)
+            if frames is not None:
+                state = frames.push(obs_t)  # (n, FRAME_STACK, 84, 84); mean 0, std 1 for frames
+            else:
+                state = (obs_t.reshape(n, -1) - mean) / std  # (n, S)
             rtg = torch.as_tensor(rtg_now / rtg_scale, dtype=policy.dtype, device=device)[:, None]  # (n, 1)
             action = policy.act(state, rtg)
             obs, reward, term, trunc, _ = envs.step(action.cpu().numpy())
@@ -133,7 +141,34 @@ def _run_chunk(
                 # With autoreset disabled a finished sub-env must be reset before the next step; its new
                 # episode is never counted (`active` stays False), it only keeps the batch shape.
                 obs, _ = envs.reset(options={"reset_mask": ended})
+                if frames is not None:
+                    frames.restart(ended)
         bar.update(int(active.sum()))  # episodes stopped by the hard cap
         return returns, lengths
     finally:
         envs.close()
+
+
+class _FrameStack:
+    """The last FRAME_STACK frames of each of n envs. A new episode's first frame fills its whole stack, as
+    the sampler repeats an episode's first frame in training (data/sampler.py)."""
+
+    def __init__(self, n: int):
+        self.stack: torch.Tensor | None = None  # (n, FRAME_STACK, H, W)
+        self.fresh = np.ones(n, dtype=bool)
+
+    def push(self, frame: torch.Tensor) -> torch.Tensor:
+        """frame (n, H, W) -> the stacks (n, FRAME_STACK, H, W) ending with it."""
+        if self.stack is None:
+            self.stack = frame[:, None].repeat(1, FRAME_STACK, 1, 1)
+        else:
+            self.stack = torch.cat([self.stack[:, 1:], frame[:, None]], dim=1)
+        if self.fresh.any():
+            fresh = torch.as_tensor(self.fresh, device=frame.device)
+            self.stack[fresh] = frame[fresh, None].expand(-1, FRAME_STACK, -1, -1)
+            self.fresh[:] = False
+        return self.stack
+
+    def restart(self, envs: np.ndarray) -> None:
+        """These envs were reset: their next frame starts a new stack."""
+        self.fresh |= envs

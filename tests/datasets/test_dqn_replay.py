@@ -207,3 +207,30 @@ def test_cli_success(replay, fresh_minari_root, capsys):
     d, _ = replay
     assert _cli(d, "--game", "Breakout", "--seed", "3") == 0
     assert "as dqn-replay/breakout/1pct-v0 (7 episodes, 170 steps)" in capsys.readouterr().out
+
+
+def test_train_and_evaluate_on_ale_breakout(replay, fresh_minari_root, tmp_path, restore_logging):
+    """The whole Atari path: imported frames -> training (image encoder, cross-entropy) -> evaluation on the
+    dataset's own ALE env (sticky actions, AtariPreprocessing) with frames stacked by the rollout."""
+    pytest.importorskip("ale_py", reason="ALE evaluation needs the atari extra: pip install 'decision-seq[atari]'")
+    pytest.importorskip("cv2", reason="gymnasium's AtariPreprocessing needs opencv (the atari extra)")
+    from decision_seq.cli import main
+    from tests.helpers import read_results
+
+    d, _ = replay
+    ds = import_dqn_replay(d.parent, game="breakout", steps=10_000, seed=5, progress=False)
+    run = tmp_path / "run"
+    main(
+        [
+            "train", f"dataset.id={ds.id}", "dataset.targets=[2]", "dataset.rtg_scale=1", "model=dt",
+            "model.context_len=3", "model.net.embed_dim=16", "model.net.backbone_kwargs.n_layer=1",
+            "trainer.steps=2", "trainer.batch_size=4", "trainer.warmup_steps=1", "trainer.progress=false",
+            "trainer.device=cpu", "eval.episodes=1", "eval.discrete_action=sample", "logger=none",
+            f"hydra.run.dir={run}",
+        ]
+    )  # fmt: skip
+    res = read_results(run)
+    [result] = res["evaluations"][-1]["results"]
+    # an untrained policy on Breakout; episodes stop at the data's longest episode (the timestep table)
+    assert res["status"] == "completed" and 1 <= result["lengths"][0] <= 40
+    assert result["returns"][0] >= 0 and res["protocol"]["eval_env"] == "ALE/Breakout-v5"

@@ -128,3 +128,47 @@ def test_discrete_action_choice_reaches_the_policy():
     assert min(drawn) < 5.0 and drawn == again  # draws happen, and the same seeds draw the same actions
     with pytest.raises(ValueError, match="eval.discrete_action='greedy' is not available; valid: sample, argmax"):
         rollout(model, PickEnv, **kw, discrete_action="greedy")
+
+
+class FrameEnv(gym.Env):
+    """One 84x84 uint8 frame per step whose pixels are 10 x (episode index) + step; 6 steps per episode."""
+
+    observation_space = gym.spaces.Box(0, 255, (84, 84), np.uint8)
+    action_space = gym.spaces.Discrete(3)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.base, self.t = 10 * (seed % 10), 0
+        return self._frame(), {}
+
+    def _frame(self):
+        return np.full((84, 84), self.base + self.t, np.uint8)
+
+    def step(self, action):
+        self.t += 1
+        return self._frame(), 1.0, self.t >= 6, False, {}
+
+
+def test_image_envs_feed_the_last_four_frames(monkeypatch):
+    from decision_seq.evaluation import rollout as rollout_module
+
+    seen = []
+    act = rollout_module.SequencePolicy.act
+
+    def spy(self, states, returns_to_go):
+        seen.append(states[:, :, 0, 0].clone())  # (n, 4): one pixel of each stacked frame
+        return act(self, states, returns_to_go)
+
+    monkeypatch.setattr(rollout_module.SequencePolicy, "act", spy)
+    torch.manual_seed(0)
+    model = TrajectoryModel(
+        state_dim=84 * 84, obs_shape=(84, 84), action_dim=3, discrete=True, embed_dim=8, max_ep_len=8, dropout=0.0
+    ).eval()
+    kw = dict(context_len=3, obs_mean=np.zeros(1), obs_std=np.ones(1), rtg_scale=1.0, progress=False)
+    out = rollout(model, FrameEnv, targets=[6.0], episodes=2, seed=3, **kw)[6.0]
+    assert out["returns"] == [6.0, 6.0] and out["lengths"] == [6, 6]
+    # env i (reset seed 3 + i) shows 10 * (3 + i) + t at step t; a stack starts as four copies of frame 0
+    for t, states in enumerate(seen):
+        for i, base in enumerate((30, 40)):
+            want = [base + max(0, t - 3 + k) for k in range(4)]
+            assert states[i].tolist() == want, (t, i)
