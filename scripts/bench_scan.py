@@ -1,4 +1,4 @@
-"""Selective-scan timing: the reference loop vs the default fast scan, and the full MambaMixer.
+"""Selective-scan timing: the reference loop vs the PyTorch scan vs the fused CPU kernel, and the full MambaMixer.
 
 Defaults are the Decision Mamba paper config (Ota 2024): batch 64, K=20 steps = 60 tokens, d_model 128
 (d_inner 256), d_state 16, fp32. Both scans are checked against each other first, then timed in
@@ -11,12 +11,14 @@ interleaved rounds (median per call), so a noisy shared machine does not favour 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
 import torch
 
 from decision_seq.models.backbones.mamba import MambaMixer
+from decision_seq.models.ops.scan_cpu import load_scan_cpu
 from decision_seq.models.ops.selective_scan import selective_scan, selective_scan_ref
 
 
@@ -78,26 +80,23 @@ def main() -> None:
     )
 
     ins = scan_inputs(args.batch, args.seq_len, d_inner, args.d_state, torch.float32, grad=True)
-    y_ref, y_fast = selective_scan_ref(*ins), selective_scan(*ins)
-    print(f"max |fast - loop| forward: {(y_fast - y_ref).abs().max().item():.2e}")
+    scans = {"loop": selective_scan_ref, "torch": functools.partial(selective_scan, impl="torch")}
+    if load_scan_cpu(torch.float32) is not None:
+        scans["fused"] = functools.partial(selective_scan, impl="fused")
+    y_ref = selective_scan_ref(*ins)
+    for name, f in scans.items():
+        print(f"max |{name} - loop| forward: {(f(*ins) - y_ref).abs().max().item():.2e}")
 
     results = {}
     for backward in (False, True):
         results[backward] = bench(
-            {
-                name: timer(lambda f=f: f(*ins), backward)
-                for name, f in (("loop", selective_scan_ref), ("fast", selective_scan))
-            },
-            args.repeats,
+            {name: timer(lambda f=f: f(*ins), backward) for name, f in scans.items()}, args.repeats
         )
     print()
-    print(f"{'scan':<22}{'forward ms':>12}{'fwd+bwd ms':>12}")
-    for name in ("loop", "fast"):
-        print(f"{name:<22}{results[False][name]:>12.2f}{results[True][name]:>12.2f}")
-    print(
-        f"{'ratio fast/loop':<22}{results[False]['fast'] / results[False]['loop']:>12.3f}"
-        f"{results[True]['fast'] / results[True]['loop']:>12.3f}"
-    )
+    print(f"{'scan':<22}{'forward ms':>12}{'fwd+bwd ms':>12}{'x loop':>8}")
+    for name in scans:
+        ratio = results[True][name] / results[True]["loop"]
+        print(f"{name:<22}{results[False][name]:>12.2f}{results[True][name]:>12.2f}{ratio:>8.3f}")
 
     torch.manual_seed(0)
     mixer = MambaMixer(d_model=args.d_model, d_state=args.d_state, use_kernels=False)

@@ -92,6 +92,7 @@ def installed(tmp_path_factory) -> Path:
     assert "decision_seq/leaderboard/published.csv" in names  # the published scores the leaderboard reads
     assert "decision_seq/leaderboard/site/index.html" in names  # the --html site's template and chart library
     assert "decision_seq/leaderboard/site/vendor/uPlot.iife.min.js" in names
+    assert "decision_seq/models/ops/scan_cpu.c" in names  # the fused CPU scan's source, built on first use
     env_dir = tmp / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"

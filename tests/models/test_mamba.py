@@ -11,6 +11,7 @@ import torch
 
 from decision_seq.models.backbones import build_backbone
 from decision_seq.models.backbones.mamba import MambaBackbone, MambaMixer, load_kernels
+from decision_seq.models.ops.scan_cpu import load_scan_cpu
 from decision_seq.models.ops.selective_scan import selective_scan_ref
 
 F64 = torch.float64
@@ -126,6 +127,35 @@ def test_mixer_fast_scan_equals_reference_computation():
     torch.testing.assert_close(m(x), m.out_proj(y), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.skipif(
+    (load_scan_cpu(torch.float32) is None or load_scan_cpu(torch.float64) is None),
+    reason="the fused CPU kernels did not build",
+)
+def test_mixer_fused_kernels_equal_torch_path(monkeypatch):
+    """The mixer with the fused CPU kernels (conv and scan) against its PyTorch path (DECISION_SEQ_SCAN_CPU=0),
+    with a left-padding mask, values and every parameter's gradient in fp64."""
+    m = _mixer()
+    x = torch.randn(3, 11, 16, dtype=F64)
+    mask = torch.ones(3, 11, dtype=torch.bool)
+    mask[1, :4] = False
+
+    def run():
+        y = m(x, mask)
+        return y, torch.autograd.grad(y.square().sum(), list(m.parameters()))
+
+    y, grads = run()
+    monkeypatch.setenv("DECISION_SEQ_SCAN_CPU", "0")
+    load_scan_cpu.cache_clear()
+    try:
+        y_torch, grads_torch = run()
+    finally:
+        monkeypatch.delenv("DECISION_SEQ_SCAN_CPU")
+        load_scan_cpu.cache_clear()
+    torch.testing.assert_close(y, y_torch, rtol=1e-12, atol=1e-12)
+    for (name, _), a, b in zip(m.named_parameters(), grads, grads_torch, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
+
+
 def test_mixer_mask_all_true_equals_no_mask():
     m = _mixer()
     x = torch.randn(2, 7, 16, dtype=F64)
@@ -143,6 +173,18 @@ def test_backbone_forward_equals_step():
     for t in range(10):
         y_t, state = net.step(x[:, t], state)
         torch.testing.assert_close(y_t, y[:, t], rtol=1e-12, atol=1e-12)
+
+
+def test_backbone_forward_equals_step_no_grad():
+    """Without gradients, as in evaluation."""
+    net = _backbone(n_layer=2)
+    x = torch.randn(3, 10, 16, dtype=F64)
+    with torch.no_grad():
+        y = net(x)
+        state = net.init_state(3, device=x.device, dtype=x.dtype)
+        for t in range(10):
+            y_t, state = net.step(x[:, t], state)
+            torch.testing.assert_close(y_t, y[:, t], rtol=1e-12, atol=1e-12)
 
 
 def test_backbone_causal():

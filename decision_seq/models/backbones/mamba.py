@@ -6,10 +6,11 @@ x + Mamba(LN(x)), then x + MLP(LN(x)), with a final LayerNorm after the stack.
 
 `MambaMixer` is a twin of `mamba_ssm.Mamba` (mamba-ssm 2.3): same constructor arguments, parameter
 names, shapes and initialization, so state_dicts load either way. It runs in plain PyTorch on any
-device (the selective scan in models/ops/selective_scan.py) and switches to the mamba_ssm /
-causal_conv1d CUDA kernels when they import and the input is on CUDA. The kernels are imported lazily
-by `load_kernels` (models/ops/kernels.py, re-exported here), so this module imports on machines without
-mamba_ssm (which cannot even be imported without its CUDA extension).
+device (the conv in models/ops/causal_conv.py, the selective scan in models/ops/selective_scan.py; on
+the CPU both use the fused kernels of models/ops/scan_cpu.c when a C compiler is present) and switches
+to the mamba_ssm / causal_conv1d CUDA kernels when they import and the input is on CUDA. The CUDA
+kernels are imported lazily by `load_kernels` (models/ops/kernels.py, re-exported here), so this module
+imports on machines without mamba_ssm (which cannot even be imported without its CUDA extension).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 
 from decision_seq.models.backbones import register_backbone
 from decision_seq.models.backbones.base import BackboneBase, check_depth
+from decision_seq.models.ops.causal_conv import causal_conv1d_silu
 from decision_seq.models.ops.kernels import Kernels, kernels_for, load_kernels
 from decision_seq.models.ops.selective_scan import compute_dtype, selective_scan
 
@@ -115,35 +117,38 @@ class MambaMixer(nn.Module):
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """hidden_states (B, T, d_model), mask (B, T) bool (True = real token) or None -> (B, T, d_model)."""
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)  # (B, T, d_inner) each
-        pad = None if mask is None else ~mask.to(torch.bool)[:, :, None]  # (B, T, 1)
-        if pad is not None:
-            # Departure from the official Decision Mamba code, which lets padding tokens flow into the
-            # conv and the SSM state: padded conv inputs are zeroed here (the conv then sees what its own
-            # causal zero padding would give) and the SSM input is zeroed after the conv (below), so the
-            # state is still zero when the first real token of a left-padded window arrives and real
-            # outputs equal those of the unpadded sequence.
-            x = x.masked_fill(pad, 0.0)
+        # Departure from the official Decision Mamba code, which lets padding tokens flow into the
+        # conv and the SSM state: padded conv inputs are zeroed (the conv then sees what its own causal
+        # zero padding would give) and the SSM input is zeroed after the conv, so the state is still
+        # zero when the first real token of a left-padded window arrives and real outputs equal those
+        # of the unpadded sequence. The PyTorch path does both inside `causal_conv1d_silu`.
         kernels = self._kernels_for(hidden_states)
         self.last_path = "torch" if kernels is None else "kernel"
-        y = self._mix_torch(x, z, pad) if kernels is None else self._mix_kernel(x, z, pad, kernels)
-        return self.out_proj(y)
+        if kernels is None:
+            return self.out_proj(self._mix_torch(x, z, mask))
+        pad = None if mask is None else ~mask.to(torch.bool)[:, :, None]  # (B, T, 1)
+        if pad is not None:
+            x = x.masked_fill(pad, 0.0)
+        return self.out_proj(self._mix_kernel(x, z, pad, kernels))
 
     def _ssm_inputs(self, u: torch.Tensor):
         """u (B, T, d_inner) -> dt (B, T, d_inner) before bias and softplus, B and C (B, T, d_state)."""
         dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         return F.linear(dt, self.dt_proj.weight), B, C  # the bias is added in fp32 (as the kernel does)
 
-    def _mix_torch(self, x, z, pad) -> torch.Tensor:
-        T = x.shape[1]
-        u = F.silu(self.conv1d(x.transpose(1, 2))[..., :T].transpose(1, 2))  # (B, T, d_inner)
-        if pad is not None:
-            u = u.masked_fill(pad, 0.0)  # zero SSM input at padding (see forward)
+    def _mix_torch(self, x, z, mask) -> torch.Tensor:
+        """x, z (B, T, d_inner) (chunks of in_proj's output), mask (B, T) or None -> gated SSM output.
+
+        Departure from mamba_ssm's PyTorch path for speed only, same math: the conv runs in the (B, T, d)
+        layout (no transposes) and, on the CPU, the conv + silu + mask and the scan + D + gate each run
+        as one fused kernel (models/ops/scan_cpu.c), as mamba_ssm's CUDA kernels fuse them.
+        """
+        u = causal_conv1d_silu(x, self.conv1d.weight[:, 0], self.conv1d.bias, mask)  # (B, T, d_inner)
         dt, B, C = self._ssm_inputs(u)
-        cd = compute_dtype(u.dtype)
-        delta = F.softplus(dt.to(cd) + self.dt_proj.bias.to(cd))  # (B, T, d_inner), fp32 (fp64 in fp64)
-        A = -torch.exp(self.A_log.to(cd))  # (d_inner, d_state)
-        y = selective_scan(u, delta, A, B, C, self.D)  # (B, T, d_inner)
-        return y * F.silu(z)
+        A = -torch.exp(self.A_log.to(compute_dtype(u.dtype)))  # (d_inner, d_state), fp32 (fp64 in fp64)
+        # step softplus(dt + dt_proj.bias) and gate silu(z) inside the scan, in fp32 (as the kernel does)
+        y = selective_scan(u, dt, A, B, C, self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True)
+        return y.to(z.dtype)  # (B, T, d_inner)
 
     def _mix_kernel(self, x, z, pad, kernels: Kernels) -> torch.Tensor:
         T = x.shape[1]
