@@ -1,5 +1,6 @@
 """What scripts/bench_train.py and scripts/bench_eval.py share: the paper configs of every backbone (read from
-conf/model/*.yaml), the `--backbones` and `--path` selections, and the JSON / Markdown writers.
+conf/model/*.yaml), the `--backbones` and `--path` selections, the JSON / Markdown writers, and the
+synthetic Hopper-shaped data (scripts/profile_step.py uses it too).
 
 A "row" of a benchmark is one model YAML (dt, dmamba, dmamba2, dc, dlstm, dgru, rvs, bc) and, for the Mamba
 mixers, one path: "kernel" (mamba_ssm's CUDA / Triton kernels, use_kernels=True) or "torch" (our pure-PyTorch
@@ -14,9 +15,11 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from decision_seq.data.episodes import episodes_from_arrays
 from decision_seq.models.backbones import available_backbones
 from decision_seq.models.ops.kernels import load_kernels, load_ssd_kernels
 
@@ -27,6 +30,20 @@ REFERENCE_MODEL = "dt"  # every ratio is relative to this row (1.00x)
 KERNEL_LOADERS = {"mamba": load_kernels, "mamba2": load_ssd_kernels}
 PATHS = ("kernel", "torch", "both")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+S, A = 11, 3  # Hopper's observation and action sizes
+
+
+def synthetic_episodes(n_episodes: int, length: int, seed: int = 0):
+    """Random Hopper-shaped episodes (S=11, A=3): what a training step costs does not depend on the data."""
+    rng = np.random.default_rng(seed)
+    return episodes_from_arrays(
+        [rng.standard_normal((length + 1, S)).astype(np.float32) for _ in range(n_episodes)],
+        [rng.uniform(-1, 1, (length, A)).astype(np.float32) for _ in range(n_episodes)],
+        [rng.standard_normal(length).astype(np.float32) for _ in range(n_episodes)],
+        action_low=-np.ones(A, np.float32),
+        action_high=np.ones(A, np.float32),
+        dataset_id="synthetic",
+    )
 
 
 @dataclass

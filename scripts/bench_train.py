@@ -27,29 +27,29 @@ import statistics
 import sys
 import time
 
-import numpy as np
 import torch
 from bench_common import (
     DTYPES,
     PATHS,
     REFERENCE_MODEL,
+    A,
     Row,
+    S,
     environment,
     exit_status,
     expand_paths,
     markdown_table,
     paper_configs,
     select_configs,
+    synthetic_episodes,
     write_outputs,
 )
 from torch import nn
 
-from decision_seq.data.episodes import episodes_from_arrays
 from decision_seq.data.sampler import SequenceSampler
 from decision_seq.models.trajectory import TrajectoryModel
 from decision_seq.training.trainer import param_groups, resolve_device
 
-S, A = 11, 3  # Hopper's observation and action sizes
 GRAD_CLIP = 0.25  # the DT paper's
 BARE = "bare torch transformer"
 
@@ -74,18 +74,6 @@ class BareCausalTransformer(nn.Module):
         causal = nn.Transformer.generate_square_subsequent_mask(3 * K, device=s.device)
         h = self.encoder(x, mask=causal, is_causal=True)
         return self.head(h.reshape(B, K, 3, -1)[:, :, 1])  # (B, K, A) from the state tokens
-
-
-def synthetic_episodes(n_episodes: int, length: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    return episodes_from_arrays(
-        [rng.standard_normal((length + 1, S)).astype(np.float32) for _ in range(n_episodes)],
-        [rng.uniform(-1, 1, (length, A)).astype(np.float32) for _ in range(n_episodes)],
-        [rng.standard_normal(length).astype(np.float32) for _ in range(n_episodes)],
-        action_low=-np.ones(A, np.float32),
-        action_high=np.ones(A, np.float32),
-        dataset_id="synthetic",
-    )
 
 
 def make_step(loss_fn, model: nn.Module, next_batch, autocast: dict, device: torch.device):

@@ -21,11 +21,10 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
+from bench_common import A, S, synthetic_episodes
 from torch import nn
 
-from decision_seq.data.episodes import episodes_from_arrays
 from decision_seq.data.sampler import SequenceSampler
 from decision_seq.models.trajectory import TrajectoryModel
 from decision_seq.training.trainer import param_groups
@@ -34,19 +33,6 @@ CONFIGS = {
     "paper": {"batch": 64, "context_len": 20, "embed_dim": 128, "n_layer": 3},
     "demo": {"batch": 64, "context_len": 20, "embed_dim": 64, "n_layer": 1},
 }
-S, A = 11, 3
-
-
-def synthetic_episodes(n_episodes: int = 50, length: int = 1000, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    return episodes_from_arrays(
-        [rng.standard_normal((length + 1, S)).astype(np.float32) for _ in range(n_episodes)],
-        [rng.uniform(-1, 1, (length, A)).astype(np.float32) for _ in range(n_episodes)],
-        [rng.standard_normal(length).astype(np.float32) for _ in range(n_episodes)],
-        action_low=-np.ones(A, np.float32),
-        action_high=np.ones(A, np.float32),
-        dataset_id="synthetic",
-    )
 
 
 def make_model(backbone: str, cfg: dict) -> TrajectoryModel:
@@ -228,7 +214,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    episodes = synthetic_episodes()
+    episodes = synthetic_episodes(50, 1000)
     for name in args.config.split(","):
         cfg = CONFIGS[name]
         if args.train:
