@@ -9,22 +9,26 @@ import numpy as np
 import pytest
 import torch
 
+from decision_seq.cli import main
 from tests.helpers import TINY, cli, read_results
 
 
 @pytest.mark.parametrize("model", ["dmamba"])  # every backbone trains in process: tests/models/test_backbone_runs.py
-def test_train_writes_results_and_checkpoint(model, pendulum_dataset_id, tmp_path):
+def test_train_writes_results_and_checkpoint(model, pendulum_dataset_id, tmp_path, capsys, restore_logging):
     run = tmp_path / model
-    proc = cli(
-        "train",
-        f"model={model}",
-        "seed=3",
-        "trainer.steps=20",
-        "eval.every=10",
-        "logger=none",
-        f"hydra.run.dir={run}",
-        *TINY,
+    main(
+        [
+            "train",
+            f"model={model}",
+            "seed=3",
+            "trainer.steps=20",
+            "eval.every=10",
+            "logger=none",
+            f"hydra.run.dir={run}",
+            *TINY,
+        ]
     )
+    stdout = capsys.readouterr().out
     res = read_results(run)
     assert res["status"] == "completed"
     for key in (
@@ -62,7 +66,7 @@ def test_train_writes_results_and_checkpoint(model, pendulum_dataset_id, tmp_pat
     assert ckpt["step"] == 20 and ckpt["backbone"] == res["backbone"]
     for key in ("model", "optimizer", "scheduler", "rng", "normalization", "config", "model_kwargs"):
         assert key in ckpt, key
-    assert "normalized (last)" in proc.stdout  # the results table
+    assert "normalized (last)" in stdout  # the results table
 
 
 @pytest.mark.slow  # ~8 s; the sweep tests cover multiruns in the fast suite
@@ -96,11 +100,11 @@ def test_wandb_offline_run_dir(pendulum_dataset_id, tmp_path):
         assert key in data, key
 
 
-def test_eval_checkpoint_and_bad_checkpoint(pendulum_dataset_id, tmp_path):
+def test_eval_checkpoint_and_bad_checkpoint(pendulum_dataset_id, tmp_path, restore_logging):
     run = tmp_path / "train"
-    cli("train", "trainer.steps=5", "eval.every=0", "logger=none", f"hydra.run.dir={run}", *TINY)
+    main(["train", "trainer.steps=5", "eval.every=0", "logger=none", f"hydra.run.dir={run}", *TINY])
     out = tmp_path / "eval"
-    cli("eval", f"checkpoint={run}", "eval.episodes=3", "eval.progress=false", f"hydra.run.dir={out}")
+    main(["eval", f"checkpoint={run}", "eval.episodes=3", "eval.progress=false", f"hydra.run.dir={out}"])
     res = json.loads((out / "eval_results.json").read_text())
     assert res["steps"] == 5 and [len(r["returns"]) for r in res["evaluations"][0]["results"]] == [3, 3]
     # the same seeds give the same returns as the training run's final evaluation (first 2 episodes)
