@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from decision_seq.conf import model_yamls
 from decision_seq.data.episodes import episodes_from_arrays
 from decision_seq.models.backbones import available_backbones
 from decision_seq.models.ops.kernels import load_kernels, load_ssd_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_DIR = ROOT / "conf" / "model"
 REFERENCE_MODEL = "dt"  # every ratio is relative to this row (1.00x)
 # Mixers with a kernel path and a PyTorch path, and the loader that says whether the kernels import.
 KERNEL_LOADERS = {"mamba": load_kernels, "mamba2": load_ssd_kernels}
@@ -75,14 +75,14 @@ class Row:
         return net
 
 
-def paper_configs(model_dir: Path = MODEL_DIR) -> list[PaperConfig]:
+def paper_configs() -> list[PaperConfig]:
     """Every model YAML (the reference first, then by backbone and name), plus a default-sized config for
     each registered backbone no YAML uses."""
     configs = []
-    for path in sorted(model_dir.glob("*.yaml")):
+    for name, path in model_yamls().items():
         cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
         net = {k: v for k, v in cfg["net"].items() if k != "_target_"}
-        configs.append(PaperConfig(cfg.get("name", path.stem), net["backbone"], int(cfg["context_len"]), net))
+        configs.append(PaperConfig(cfg.get("name", name), net["backbone"], int(cfg["context_len"]), net))
     covered = {c.backbone for c in configs}
     configs += [PaperConfig(b, b, 20, {"backbone": b}) for b in available_backbones() if b not in covered]
     return sorted(configs, key=lambda c: (c.name != REFERENCE_MODEL, c.backbone, c.name))

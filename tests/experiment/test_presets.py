@@ -5,13 +5,11 @@ paper's three seeds and two targets; Decision ConvFormer's four targets and read
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from omegaconf import OmegaConf
 
-import decision_seq.conf
 from decision_seq.cli import main
+from decision_seq.conf import model_yamls
 from tests.helpers import compose_train
 
 HOPPER = [1800, 3600, 7200, 36000, 72000]
@@ -108,7 +106,7 @@ def test_dc_paper_protocol():
 
 def test_backbones_preset_sweeps_every_model_yaml_under_one_optimizer():
     swept = compose_train(["experiment=backbones"], return_hydra=True).hydra.sweeper.params
-    every_model = sorted(p.stem for p in (Path(decision_seq.conf.__file__).parent / "model").glob("*.yaml"))
+    every_model = list(model_yamls())
     assert sorted(swept.model.split(",")) == every_model  # a new model YAML must join the sweep
     assert sorted(swept.dataset.split(",")) == sorted(DMAMBA_OFFICIAL) and swept.seed == "range(5)"
     for model in every_model:

@@ -14,19 +14,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import decision_seq.conf
 from decision_seq.cli import main
+from decision_seq.conf import model_yamls
 from decision_seq.models.backbones import available_backbones
 from tests.helpers import TINY, read_results
-
-MODEL_DIR = Path(decision_seq.conf.__file__).parent / "model"
 
 
 def model_yaml_for(backbone: str) -> str | None:
     """The first model YAML (by name) whose network uses `backbone`."""
-    for path in sorted(MODEL_DIR.glob("*.yaml")):
+    for name, path in model_yamls().items():
         if OmegaConf.load(path).net.backbone == backbone:
-            return path.stem
+            return name
     return None
 
 

@@ -137,7 +137,7 @@ def test_causal(name):
             x2 = x.clone()
             x2[:, t + 1 :] = torch.randn_like(x2[:, t + 1 :])
             y2 = net(x2)
-            torch.testing.assert_close(y2[:, : t + 1], y[:, : t + 1])
+            torch.testing.assert_close(y2[:, : t + 1], y[:, : t + 1], rtol=0, atol=0)  # exactly
             assert not torch.allclose(y2[:, t + 1 :], y[:, t + 1 :])
 
 
@@ -165,11 +165,12 @@ def test_left_padding_is_invisible(name):
         torch.testing.assert_close(net(x, torch.ones(2, 7, dtype=torch.bool)), net(x))
 
 
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])  # evaluation, and inside autograd
 @pytest.mark.parametrize("name", available_backbones())
-def test_step_equals_forward(name):
-    net = _net(name)
+def test_step_equals_forward(name, grad):
+    net = _net(name)  # every backbone's default depth (3 layers where it has layers)
     x = _x(3, 9)
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         full = net(x)  # (B, T, D)
         state = net.init_state(3, device=x.device, dtype=x.dtype)
         for t in range(9):

@@ -165,40 +165,6 @@ def test_mixer_mask_all_true_equals_no_mask():
 # -- backbone -----------------------------------------------------------------------------------------
 
 
-def test_backbone_forward_equals_step():
-    net = _backbone(n_layer=3)
-    x = torch.randn(3, 10, 16, dtype=F64)
-    y = net(x)
-    state = net.init_state(3, device=x.device, dtype=x.dtype)
-    for t in range(10):
-        y_t, state = net.step(x[:, t], state)
-        torch.testing.assert_close(y_t, y[:, t], rtol=1e-12, atol=1e-12)
-
-
-def test_backbone_forward_equals_step_no_grad():
-    """Without gradients, as in evaluation."""
-    net = _backbone(n_layer=2)
-    x = torch.randn(3, 10, 16, dtype=F64)
-    with torch.no_grad():
-        y = net(x)
-        state = net.init_state(3, device=x.device, dtype=x.dtype)
-        for t in range(10):
-            y_t, state = net.step(x[:, t], state)
-            torch.testing.assert_close(y_t, y[:, t], rtol=1e-12, atol=1e-12)
-
-
-def test_backbone_causal():
-    net = _backbone()
-    x = torch.randn(2, 12, 16, dtype=F64)
-    y = net(x)
-    for t in (0, 5, 10):
-        x2 = x.clone()
-        x2[:, t + 1 :] = torch.randn_like(x2[:, t + 1 :])
-        y2 = net(x2)
-        torch.testing.assert_close(y2[:, : t + 1], y[:, : t + 1], rtol=0, atol=0)
-        assert not torch.allclose(y2[:, t + 1 :], y[:, t + 1 :])
-
-
 def test_auto_mode_on_cpu_takes_torch_path():
     torch.manual_seed(0)
     m = MambaMixer(d_model=16)  # use_kernels=None

@@ -243,16 +243,6 @@ def test_mixer_mask_all_true_equals_no_mask():
 # -- backbone -----------------------------------------------------------------------------------------
 
 
-def test_backbone_forward_equals_step():
-    net = _backbone(n_layer=3)
-    x = torch.randn(3, 10, 16, dtype=F64)
-    y = net(x)
-    state = net.init_state(3, device=x.device, dtype=x.dtype)
-    for t in range(10):
-        y_t, state = net.step(x[:, t], state)
-        torch.testing.assert_close(y_t, y[:, t], rtol=1e-12, atol=1e-12)
-
-
 def test_left_padding_is_exact():
     """Padding content cannot reach real tokens (bit-exact), and real outputs equal the unpadded
     sequence's; chunk size 4 so the padding spans whole chunks and part of one."""
