@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from decision_seq.training.trainer import NonFiniteError, Trainer, TrainingPreempted
-from tests.helpers import TINY, cli, cli_env, read_results
+from tests.helpers import TINY, cli, cli_env, main_in_process, read_results
 
 
 # ------------------------------------------------------------------------------------ preemption
-def test_sigterm_checkpoints_exits_75_and_relaunch_completes(pendulum_dataset_id, tmp_path):
+def test_sigterm_checkpoints_exits_75_and_relaunch_completes(pendulum_dataset_id, tmp_path, capsys, restore_logging):
     run = tmp_path / "preempt"
     args = [
         "train",
@@ -52,8 +52,9 @@ def test_sigterm_checkpoints_exits_75_and_relaunch_completes(pendulum_dataset_id
     saved = torch.load(ckpts / "last.pt", weights_only=True)["step"]
     assert res["status"] == "preempted" and res["signal"] == "SIGTERM" and res["evaluations"] == []
     assert 0 < res["steps"] == saved < 400
-    proc = cli(*args)  # the same output dir resumes from checkpoints/last.pt
-    assert f"resumed from {ckpts / 'last.pt'} at step {saved}" in proc.stderr + proc.stdout
+    capsys.readouterr()
+    assert main_in_process(*args) == 0  # the same output dir resumes from checkpoints/last.pt
+    assert f"resumed from {ckpts / 'last.pt'} at step {saved}" in "".join(capsys.readouterr())
     res = read_results(run)
     assert res["status"] == "completed" and res["steps"] == 400
 
@@ -264,7 +265,7 @@ _SLOW_CHECKPOINT_WRITES = textwrap.dedent("""
         "during_checkpoint_write",
     ],
 )
-def test_sigkill_at_any_moment_then_relaunch_completes(moment, pendulum_dataset_id, tmp_path):
+def test_sigkill_at_any_moment_then_relaunch_completes(moment, pendulum_dataset_id, tmp_path, capsys, restore_logging):
     """SIGKILL leaves the previous good checkpoint (or none) intact; relaunching the same dir finishes."""
     run = tmp_path / moment
     ckpts = run / "checkpoints"
@@ -298,8 +299,9 @@ def test_sigkill_at_any_moment_then_relaunch_completes(moment, pendulum_dataset_
         assert torch.load(ckpts / "last.pt", weights_only=True)["step"] == 20  # ... which is the previous good one
     saved = torch.load(ckpts / "last.pt", weights_only=True)["step"] if (ckpts / "last.pt").exists() else 0
     assert 0 <= saved < 400
-    proc = cli(*args)  # same output dir: continues from checkpoints/last.pt, or starts over
-    out = proc.stdout + proc.stderr
+    capsys.readouterr()
+    assert main_in_process(*args) == 0  # same output dir: continues from checkpoints/last.pt, or starts over
+    out = "".join(capsys.readouterr())
     if saved:
         assert f"resumed from {ckpts / 'last.pt'} at step {saved}" in out
     res = read_results(run)
