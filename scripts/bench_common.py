@@ -75,12 +75,25 @@ class Row:
         return net
 
 
-def paper_configs() -> list[PaperConfig]:
+def preset_model_overrides(preset: str | None) -> dict:
+    """The `model:` block of conf/experiment/<preset>.yaml (e.g. demo: embed 64, 1 layer), {} for None."""
+    if preset is None:
+        return {}
+    path = model_yamls()[REFERENCE_MODEL].parents[1] / "experiment" / f"{preset}.yaml"
+    if not path.is_file():
+        valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise SystemExit(f"--preset: no experiment preset {preset!r}; valid: {', '.join(valid)}")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False).get("model", {})
+
+
+def paper_configs(preset: str | None = None) -> list[PaperConfig]:
     """Every model YAML (the reference first, then by backbone and name), plus a default-sized config for
-    each registered backbone no YAML uses."""
+    each registered backbone no YAML uses; with `preset`, each YAML with that experiment preset's model
+    overrides applied, as `decision-seq train experiment=<preset> model=<name>` composes them."""
+    overrides = preset_model_overrides(preset)
     configs = []
     for name, path in model_yamls().items():
-        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        cfg = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(path), overrides), resolve=True)
         net = {k: v for k, v in cfg["net"].items() if k != "_target_"}
         configs.append(PaperConfig(cfg.get("name", name), net["backbone"], int(cfg["context_len"]), net))
     covered = {c.backbone for c in configs}

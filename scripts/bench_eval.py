@@ -232,7 +232,7 @@ def report(cands: dict[str, dict], args, env_info: dict) -> tuple[dict, str]:
     title = (
         f"Evaluation, {args.env}, {args.episodes} episodes x {len(args.targets)} targets, random init, "
         f"{env_info['device_name']} ({env_info['device']}), torch {env_info['torch']}, {args.threads} CPU thread(s), "
-        f"median of {args.rounds} interleaved rounds"
+        f"median of {args.rounds} interleaved rounds{f', experiment={args.preset} sizes' if args.preset else ''}"
     )
     header = ["row", "backbone", "path", "mode", "K", "env steps", "sec", "env steps/s", "x DT"]
     table = []
@@ -251,6 +251,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbones", default=None, help="comma list of backbone or model names (default: every one)")
     p.add_argument("--exclude", default=None, help="comma list of backbone or model names to leave out")
+    p.add_argument(
+        "--preset",
+        default=None,
+        metavar="NAME",
+        help="apply conf/experiment/NAME.yaml's model sizes to every YAML (e.g. demo: embed 64, 1 layer)",
+    )
     p.add_argument("--device", default="cpu", help="our evaluator's device: cpu (default), auto, cuda or cuda:N")
     p.add_argument(
         "--path",
@@ -289,7 +295,7 @@ def main(argv=None) -> None:
         device = resolve_device(args.device)
     except RuntimeError as err:
         raise SystemExit(f"--device: {err}") from None
-    rows = expand_paths(select_configs(paper_configs(), args.backbones, args.exclude), args.path, device)
+    rows = expand_paths(select_configs(paper_configs(args.preset), args.backbones, args.exclude), args.path, device)
     cands = build_candidates(rows, args, device)
     run(cands, args)
     result, markdown = report(cands, args, environment(device))

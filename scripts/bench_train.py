@@ -216,6 +216,7 @@ def report(cands: dict[str, dict], args, env: dict) -> tuple[dict, str]:
             "rounds",
             "warmup",
             "quick",
+            "preset",
             "backbones",
         )
     }
@@ -223,6 +224,7 @@ def report(cands: dict[str, dict], args, env: dict) -> tuple[dict, str]:
 
     title = (
         f"Training step, {env['device_name']} ({env['device']}), torch {env['torch']}, {args.dtype}, "
+        f"{f'experiment={args.preset} sizes' if args.preset else 'paper configs'}, "
         f"{f'torch.compile ({args.compile_backend})' if args.compile else 'eager'}, batch {args.batch_size}, "
         f"median of {args.rounds} interleaved rounds x {args.steps} steps"
     )
@@ -243,6 +245,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbones", default=None, help="comma list of backbone or model names (default: every one)")
     p.add_argument("--exclude", default=None, help="comma list of backbone or model names to leave out")
+    p.add_argument(
+        "--preset",
+        default=None,
+        metavar="NAME",
+        help="apply conf/experiment/NAME.yaml's model sizes to every YAML (e.g. demo: embed 64, 1 layer)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="bf16 = bf16 autocast, as trainer.bf16")
     p.add_argument("--compile", action="store_true", help="torch.compile the loss, as trainer.compile")
@@ -291,7 +299,7 @@ def main(argv=None) -> None:
         device = resolve_device(args.device)
     except RuntimeError as err:
         raise SystemExit(f"--device: {err}") from None
-    rows = expand_paths(select_configs(paper_configs(), args.backbones, args.exclude), args.path, device)
+    rows = expand_paths(select_configs(paper_configs(args.preset), args.backbones, args.exclude), args.path, device)
     episodes = synthetic_episodes(10, 200, seed=0) if args.quick else synthetic_episodes(100, 1000, seed=0)
     cands = build_candidates(rows, episodes, args, device)
     run(cands, args, device)
