@@ -72,10 +72,18 @@ class AtariGame:
         return f"ALE/{self.name}-v5"
 
 
-# Random / gamer scores from REFERENCE.md (DreamerV2's Atari table as the Decision ConvFormer repo quotes
-# it). Games whose scores are not recorded there are left out rather than given invented numbers.
+# Random / human-gamer scores as the DT paper normalizes (its Appendix B table; kzl/decision-transformer
+# issue 16): Hafner et al. 2021 (DreamerV2), Atari table p. 26, as beanie00/Decision-ConvFormer issue 5
+# confirms for Breakout (2 / 30). They are the Atari-57 random and human scores (e.g. google-deepmind/
+# deepmind-research tandem_dqn/atari_data.py: Breakout 1.7 / 30.5, Qbert 163.9 / 13455.0, Pong -20.7 / 14.6,
+# Seaquest 68.4 / 42054.7) rounded to integers. Check: the DT Breakout score 267.5 is a raw 2 + 2.675 * 28 = 76.9.
+# num_actions: the ALE minimal action set (ale-py 0.11: gymnasium.make("ALE/<Game>-v5").action_space.n).
+# Games without recorded scores are left out rather than given invented numbers (docs/atari.md).
 GAMES: dict[str, AtariGame] = {
     "breakout": AtariGame("Breakout", num_actions=4, random_score=2.0, gamer_score=30.0),
+    "qbert": AtariGame("Qbert", num_actions=6, random_score=164.0, gamer_score=13455.0),
+    "pong": AtariGame("Pong", num_actions=6, random_score=-21.0, gamer_score=15.0),
+    "seaquest": AtariGame("Seaquest", num_actions=18, random_score=68.0, gamer_score=42055.0),
 }
 
 

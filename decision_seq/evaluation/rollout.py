@@ -11,6 +11,7 @@ initial states.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -45,8 +46,8 @@ def rollout(
     """Run `episodes` episodes for each target return; returns {target: {returns, lengths, seeds}}.
 
     `num_envs` caps how many episodes run at once (default: all pairs together). Episodes stop at the
-    env's own time limit, or at `max_episode_steps` (default: the env spec's, else the model's
-    timestep embedding size) as a hard cap. `mode` is one of evaluation.policy.EVAL_MODES; discrete actions
+    env's own time limit, or at `max_episode_steps` (default: the env's own cap, `episode_cap`, else the
+    model's timestep embedding size) as a hard cap. `mode` is one of evaluation.policy.EVAL_MODES; discrete actions
     are picked by `discrete_action` (evaluation.policy.DISCRETE_ACTIONS), draws seeded by each chunk's first seed.
     """
     check_mode(mode)  # before any env is built
@@ -89,6 +90,24 @@ def rollout(
     return out
 
 
+def episode_cap(spec: gym.envs.registration.EnvSpec | None) -> int | None:
+    """The env's own episode limit in agent steps: its TimeLimit, else the ALE's frame cap (e.g. DQN-Replay's
+    108k frames) over the frame skip, so Atari episodes run to their end as in the DT Atari evaluation (the
+    model clamps timesteps past its embedding, as that code does), not to the data's longest episode."""
+    if spec is None:
+        return None
+    if spec.max_episode_steps:
+        return int(spec.max_episode_steps)
+    frames = spec.kwargs.get("max_num_frames_per_episode")
+    if not frames:
+        return None
+    skip = spec.kwargs.get("frameskip", 1)
+    skip = skip if isinstance(skip, int) else max(skip)  # a (low, high) range: the fewest agent steps
+    for wrapper in spec.additional_wrappers:
+        skip *= int(wrapper.kwargs.get("frame_skip", 1))
+    return math.ceil(frames / skip)
+
+
 @torch.no_grad()
 def _run_chunk(
     model, env_fn, targets, seeds, K, obs_mean, obs_std, rtg_scale, max_steps, device, bar, mode, discrete_action
@@ -96,8 +115,7 @@ def _run_chunk(
     n = len(targets)
     envs = gym.vector.SyncVectorEnv([env_fn] * n, autoreset_mode=gym.vector.AutoresetMode.DISABLED)
     try:
-        spec_limit = envs.envs[0].spec.max_episode_steps if envs.envs[0].spec is not None else None
-        H = int(max_steps or spec_limit or model.max_ep_len)
+        H = int(max_steps or episode_cap(envs.envs[0].spec) or model.max_ep_len)
         policy = SequencePolicy(
             model,
             batch_size=n,

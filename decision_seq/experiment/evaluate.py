@@ -59,6 +59,7 @@ def evaluate_model(
         rtg_scale=rtg_scale,
         seed=seed * 10_000,  # departure: the official code leaves reset seeds to the env (README: Departures)
         num_envs=eval_cfg.num_envs,
+        max_episode_steps=eval_cfg.max_steps,
         device=device,
         progress=eval_cfg.progress,
         discrete_action=eval_cfg.discrete_action,

@@ -159,6 +159,8 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
         "rtg_scale": float(cfg.dataset.rtg_scale),
         "dataset_id": cfg.dataset.id,
         "top_fraction": cfg.dataset.top_fraction,
+        "discrete_action": cfg.eval.discrete_action if episodes.discrete else None,
+        "eval_max_steps": cfg.eval.max_steps,
         "eval_env": _eval_env_id(episodes),
         "final": "last evaluation (the DT paper's protocol)",
         "best": "max over evaluations during training (the Decision Mamba paper's protocol)",
@@ -221,6 +223,9 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
         weight_decay=tc.weight_decay,
         betas=tuple(tc.betas),
         warmup_steps=tc.warmup_steps,
+        lr_schedule=tc.lr_schedule,
+        warmup_tokens=tc.warmup_tokens,
+        final_tokens=tc.final_tokens,
         grad_clip=tc.grad_clip,
         device=device,
         bf16=tc.bf16,
@@ -309,6 +314,7 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
                 "best/score": best["score"],
                 "dataset/mean_normalized_score": data_summary.get("normalized_score_mean"),
                 "protocol/eval_env": protocol["eval_env"],
+                "protocol/discrete_action": protocol["discrete_action"],
             }
         )
     finally:

@@ -55,6 +55,9 @@ class TrainerConfig:
     weight_decay: float = MISSING
     betas: list[float] = MISSING
     warmup_steps: int = MISSING
+    lr_schedule: str = MISSING  # constant | cosine_tokens
+    warmup_tokens: int = MISSING
+    final_tokens: int = MISSING
     grad_clip: float = MISSING
     device: str = MISSING
     bf16: bool = MISSING
@@ -85,6 +88,7 @@ class EvalConfig:
     targets: list[float] | None = None
     episodes: int = MISSING
     num_envs: int | None = None
+    max_steps: int | None = None  # cap on an evaluation episode's steps; None = the env's own limit
     mode: str = MISSING
     discrete_action: str = MISSING  # sample | argmax: how discrete actions are picked from the logits
     progress: bool = MISSING

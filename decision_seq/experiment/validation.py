@@ -129,6 +129,15 @@ def _signals(c: _Checker, key: str, value: Any) -> None:
             return
 
 
+def _schedule(c: _Checker, t: DictConfig) -> None:
+    """lr_schedule and its token counts (the trainer's own rule, `schedule_problem`)."""
+    from decision_seq.training.trainer import schedule_problem
+
+    problem = schedule_problem(t.lr_schedule, t.warmup_tokens, t.final_tokens)
+    if problem is not None:
+        c.errors.append(problem)
+
+
 def _resume(c: _Checker, key: str, value: Any) -> None:
     """false / true / a run dir or .pt file that exists (true is checked by the recipe, in the run dir)."""
     if value in (False, True, None, "false", "true"):
@@ -184,6 +193,7 @@ def _recurrent_backbones() -> list[str]:
 def _eval_section(c: _Checker, ev: DictConfig) -> None:
     c.int_at_least("eval.episodes", ev.episodes, 1, " (episodes per target)")
     c.optional_int_at_least("eval.num_envs", ev.num_envs, 1, " or null (all episodes at once)")
+    c.optional_int_at_least("eval.max_steps", ev.max_steps, 1, " or null (the env's own episode limit)")
     c.choice("eval.mode", ev.mode, EVAL_MODES)
     c.choice("eval.discrete_action", ev.discrete_action, DISCRETE_ACTIONS)
 
@@ -204,6 +214,7 @@ def validate_train_config(cfg: DictConfig) -> None:
         for i, beta in enumerate(t.betas):
             c.number(f"trainer.betas[{i}]", beta, low=0, low_open=False, high=1)
     c.int_at_least("trainer.warmup_steps", t.warmup_steps, 0)
+    _schedule(c, t)
     c.number("trainer.grad_clip", t.grad_clip, low=0, low_open=True, note=" (the DT paper uses 0.25)")
     _device(c, "trainer.device", t.device)
     c.optional_int_at_least("trainer.num_threads", t.num_threads, 1, " or null (torch's default)")

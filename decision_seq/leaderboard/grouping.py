@@ -4,7 +4,8 @@ Completed runs are grouped by (dataset, model). Runs of one group produced under
 (decision_seq.leaderboard.runs.PROTOCOL_FIELDS) are never averaged together: they become separate rows
 (`Cell`s) named by the differing field, with a warning (strict: an error). Per row: mean, sample std
 and bootstrap CI over seeds of the `last` and `best` scores; per model: mean and IQM over datasets
-(`Aggregate`), only within one protocol family. `build_leaderboard` does it all from paths.
+(`Aggregate`), only within one suite (Atari apart from the rest) and one protocol family.
+`build_leaderboard` does it all from paths.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from decision_seq.datasets.naming import dataset_stem
+from decision_seq.datasets.naming import BUILTIN_NAMESPACE, DQN_REPLAY_NAMESPACE, dataset_stem
 from decision_seq.experiment.results import RESULTS_FILE
 from decision_seq.leaderboard import stats
 from decision_seq.leaderboard.published import Published, published_for
@@ -32,6 +33,14 @@ from decision_seq.leaderboard.runs import (
 
 # Fields that differ between datasets by design; aggregates over datasets compare only the others.
 DATASET_FIELDS = ("dataset_id", "targets", "rtg_scale", "eval_env")
+
+
+def suite_of(dataset_id: str, eval_env: str | None = None) -> str:
+    """The benchmark suite of a dataset, for the aggregates: "atari" for Atari data (evaluated on an `ALE/`
+    env, or an Atari id: DQN-Replay imports, Minari's `atari/...` sets, local `decision-seq/atari-...`
+    builds; scores gamer-normalized), "" for the rest (D4RL-normalized or raw). Suites never pool."""
+    atari_ids = (f"{DQN_REPLAY_NAMESPACE}/", "atari/", f"{BUILTIN_NAMESPACE}/atari-")
+    return "atari" if str(eval_env or "").startswith("ALE/") or dataset_id.startswith(atari_ids) else ""
 
 
 def fmt_value(value: object) -> str:
@@ -164,9 +173,11 @@ class Aggregate:
 def aggregate_cells(cells: Sequence[Cell], reps: int, seed: int) -> tuple[list[Aggregate], list[str]]:
     """Per model, mean and IQM over datasets with stratified bootstrap CIs; (aggregates, notes).
 
-    Only cells with normalized scores and one protocol family (the protocol without its per-dataset
-    fields: dataset id, targets, rtg scale) are pooled; other families are aggregated separately, and a
-    family with two cells of one dataset is not aggregated. Each case is reported in the notes.
+    Only cells with normalized scores, of one suite (`suite_of`: Atari's gamer-normalized scores are never
+    averaged with D4RL's) and one protocol family (the protocol without its per-dataset fields: dataset id,
+    targets, rtg scale) are pooled; other suites and families are aggregated separately (an Atari
+    aggregate's label says [atari]), and a family with two cells of one dataset is not aggregated. Each
+    case is reported in the notes.
     """
     family_fields = [f for f in PROTOCOL_FIELDS if f not in DATASET_FIELDS]
     aggregates, notes = [], []
@@ -180,36 +191,44 @@ def aggregate_cells(cells: Sequence[Cell], reps: int, seed: int) -> tuple[list[A
     for c in cells:
         if c.normalized:
             by_model[c.model].append(c)
-    for model, mcells in sorted(by_model.items()):
-        families: dict[tuple, list[Cell]] = {}
-        for c in mcells:
-            families.setdefault(tuple(c.protocol[f] for f in family_fields), []).append(c)
-        differing = [f for i, f in enumerate(family_fields) if len({k[i] for k in families}) > 1]
-        if differing:
-            sides = " vs ".join(
-                ", ".join(f"{f}={fmt_value(dict(zip(family_fields, k, strict=True))[f])}" for f in differing)
-                + " ("
-                + ", ".join(c.dataset_id for c in fc)
-                + ")"
-                for k, fc in families.items()
-            )
-            notes.append(
-                f"model {model}: datasets were run under different protocols ({sides}); "
-                "aggregated separately, not mixed"
-            )
-        for key, fcells in families.items():
-            variant = ", ".join(f"{f}={fmt_value(dict(zip(family_fields, key, strict=True))[f])}" for f in differing)
-            stems = [dataset_stem(c.dataset_id) for c in fcells]
-            if len(set(stems)) < len(stems):
-                dup = sorted({s for s in stems if stems.count(s) > 1})
-                notes.append(
-                    f"model {model}{' [' + variant + ']' if variant else ''}: no aggregate, "
-                    f"{', '.join(dup)} has rows under several protocols (see the row labels)"
+    for model, all_cells in sorted(by_model.items()):
+        by_suite: dict[str, list[Cell]] = defaultdict(list)
+        for c in all_cells:
+            by_suite[suite_of(c.dataset_id, c.protocol.get("eval_env"))].append(c)
+        for suite, mcells in sorted(by_suite.items()):
+            name = f"{model} ({suite})" if suite else model
+            families: dict[tuple, list[Cell]] = {}
+            for c in mcells:
+                families.setdefault(tuple(c.protocol[f] for f in family_fields), []).append(c)
+            differing = [f for i, f in enumerate(family_fields) if len({k[i] for k in families}) > 1]
+            if differing:
+                sides = " vs ".join(
+                    ", ".join(f"{f}={fmt_value(dict(zip(family_fields, k, strict=True))[f])}" for f in differing)
+                    + " ("
+                    + ", ".join(c.dataset_id for c in fc)
+                    + ")"
+                    for k, fc in families.items()
                 )
-                continue
-            last = stats.aggregate([[r.last for r in c.runs] for c in fcells], reps=reps, seed=seed)
-            best = stats.aggregate([[r.best for r in c.runs] for c in fcells], reps=reps, seed=seed)
-            aggregates.append(Aggregate(model, variant, fcells, last, best))
+                notes.append(
+                    f"model {name}: datasets were run under different protocols ({sides}); "
+                    "aggregated separately, not mixed"
+                )
+            for key, fcells in families.items():
+                variant = ", ".join(
+                    ([suite] if suite else [])
+                    + [f"{f}={fmt_value(dict(zip(family_fields, key, strict=True))[f])}" for f in differing]
+                )
+                stems = [dataset_stem(c.dataset_id) for c in fcells]
+                if len(set(stems)) < len(stems):
+                    dup = sorted({s for s in stems if stems.count(s) > 1})
+                    notes.append(
+                        f"model {model}{' [' + variant + ']' if variant else ''}: no aggregate, "
+                        f"{', '.join(dup)} has rows under several protocols (see the row labels)"
+                    )
+                    continue
+                last = stats.aggregate([[r.last for r in c.runs] for c in fcells], reps=reps, seed=seed)
+                best = stats.aggregate([[r.best for r in c.runs] for c in fcells], reps=reps, seed=seed)
+                aggregates.append(Aggregate(model, variant, fcells, last, best))
     return aggregates, notes
 
 

@@ -156,6 +156,8 @@ def reproduce_command(cell: Cell) -> str:
         ("model.context_len", "context_len"),
         ("dataset.rtg_scale", "rtg_scale"),
         ("dataset.top_fraction", "top_fraction"),
+        ("eval.discrete_action", "discrete_action"),
+        ("eval.max_steps", "eval_max_steps"),
     ):
         if p.get(field) is not None:
             args.append(f"{key}={fmt_value(p[field])}")

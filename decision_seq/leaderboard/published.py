@@ -1,4 +1,4 @@
-"""Published D4RL scores the leaderboard shows beside our own, and which row gets which number.
+"""Published D4RL and Atari scores the leaderboard shows beside our own, and which row gets which number.
 
 The numbers live in one machine-readable file, `published.csv` next to this module (package data), one
 row per (task, model, source); docs/published.md describes its columns and every source (paper, table,
@@ -7,18 +7,25 @@ checks that they agree. Scores are D4RL normalized scores (x100).
 
 A leaderboard row of model M on D4RL task T shows the first CSV row of (T, M), in file order; all rows of
 (T, M) are kept for the footnotes. Any model with rows in the CSV gets a number, no code change needed.
+
+Atari scores live apart, in `published_atari.csv` (same columns; task = the game, e.g. `breakout`;
+values gamer-normalized, 100 x (score - random) / (gamer - random)), documented in docs/atari.md: kept out
+of published.csv so the D4RL tables (one column per source and model) stay whole. They are shown for our
+DQN-Replay 1% sets, `dqn-replay/<game>/1pct-v0`, the data size the DT paper trained on.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from importlib import resources
 
 from decision_seq.datasets import naming
 
 CSV_FILE = "published.csv"
+ATARI_CSV_FILE = "published_atari.csv"
 COLUMNS = ("task", "model", "source", "protocol", "value", "seeds", "episodes", "targets", "reference", "where")
 PROTOCOLS = ("last", "best")  # last: the score when training ends; best: the maximum over evaluations
 
@@ -78,13 +85,14 @@ def parse_csv(text: str) -> tuple[Entry, ...]:
     return tuple(entries)
 
 
-def load_entries() -> tuple[Entry, ...]:
-    """Every row of the packaged published.csv, in file order."""
-    text = resources.files(__package__).joinpath(CSV_FILE).read_text(encoding="utf-8")
+def load_entries(name: str = CSV_FILE) -> tuple[Entry, ...]:
+    """Every row of a packaged CSV (published.csv by default), in file order."""
+    text = resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
     return parse_csv(text)
 
 
 ENTRIES: tuple[Entry, ...] = load_entries()
+ATARI_ENTRIES: tuple[Entry, ...] = load_entries(ATARI_CSV_FILE)
 
 
 def group_entries(entries: tuple[Entry, ...]) -> dict[tuple[str, str], tuple[Entry, ...]]:
@@ -96,6 +104,7 @@ def group_entries(entries: tuple[Entry, ...]) -> dict[tuple[str, str], tuple[Ent
 
 
 PUBLISHED: dict[tuple[str, str], tuple[Entry, ...]] = group_entries(ENTRIES)
+PUBLISHED_ATARI: dict[tuple[str, str], tuple[Entry, ...]] = group_entries(ATARI_ENTRIES)
 
 
 def sources_of(model: str) -> tuple[str, ...]:
@@ -126,6 +135,18 @@ PUBLISHED_DMAMBA: dict[str, tuple[tuple[str, float], ...]] = _by_source("dmamba"
 
 DAGGER = "†"
 REBUILD_NOTE = f"{DAGGER} D4RL-style rebuild on Gymnasium v5 envs: not the same data; for orientation only."
+ATARI_NOTE = (
+    "Atari: gamer-normalized scores, 100 x (score - random) / (gamer - random), with the "
+    "random / gamer table of the DT paper (docs/atari.md); aggregated apart from every other suite."
+)
+# Our DQN-Replay 1% ids (naming.dqn_replay_id): the data size of the DT paper's Atari table.
+_ATARI_1PCT_ID = re.compile(rf"^{re.escape(naming.DQN_REPLAY_NAMESPACE)}/(?P<game>[a-z0-9_]+)/1pct-v\d+$")
+
+
+def atari_task(dataset_id: str) -> str | None:
+    """'dqn-replay/breakout/1pct-v0' -> 'breakout'; None for any other id (other sizes included)."""
+    m = _ATARI_1PCT_ID.match(dataset_id)
+    return m["game"] if m else None
 
 
 @dataclass(frozen=True)
@@ -142,7 +163,14 @@ class Published:
 
 
 def published_for(dataset_id: str, model: str) -> Published | None:
-    """The published score for a cell: exact for `d4rl/<env>/<level>-v2`, daggered for our rebuilds."""
+    """The published score for a cell: exact for `d4rl/<env>/<level>-v2` and `dqn-replay/<game>/1pct-v0`,
+    daggered for our D4RL rebuilds."""
+    game = atari_task(dataset_id)
+    if game is not None:
+        rows = PUBLISHED_ATARI.get((model, game))
+        if not rows:
+            return None
+        return Published(rows[0].value, rows[0].source, True, tuple((e.source, e.value) for e in rows))
     task = naming.d4rl_task(dataset_id)
     if task is None:
         return None

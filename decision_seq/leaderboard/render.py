@@ -15,9 +15,9 @@ import numpy as np
 
 from decision_seq.cli.console import fmt_num, make_console
 from decision_seq.leaderboard import stats
-from decision_seq.leaderboard.grouping import Cell, Leaderboard, fmt_value
+from decision_seq.leaderboard.grouping import Cell, Leaderboard, fmt_value, suite_of
 from decision_seq.leaderboard.plots import plot_curves, plot_scores
-from decision_seq.leaderboard.published import REBUILD_NOTE
+from decision_seq.leaderboard.published import ATARI_NOTE, REBUILD_NOTE
 from decision_seq.leaderboard.runs import PROTOCOL_FIELDS
 from decision_seq.utils.fileio import atomic_write
 
@@ -89,6 +89,10 @@ def _needs_dagger(lb: Leaderboard) -> bool:
     return any(c.published is not None and not c.published.exact for c in lb.cells)
 
 
+def _has_atari(lb: Leaderboard) -> bool:
+    return any(suite_of(c.dataset_id, c.protocol.get("eval_env")) == "atari" for c in lb.cells)
+
+
 def _ci_text(lb: Leaderboard) -> str:
     return (
         f"95% percentile bootstrap CI ({lb.reps} resamples, seed {lb.seed}); aggregates: stratified bootstrap "
@@ -126,6 +130,8 @@ def print_leaderboard(lb: Leaderboard, console: Console | None = None) -> None:
         console.print(agg)
     if _needs_dagger(lb):
         console.print(Text(REBUILD_NOTE))
+    if _has_atari(lb):
+        console.print(Text(ATARI_NOTE))
     for note in lb.notes:
         console.print(Text(f"note: {note}"))
     if lb.skipped:
@@ -158,6 +164,8 @@ def markdown(lb: Leaderboard) -> str:
         f"Cells: mean ± sample std over seeds [{_ci_text(lb)}].",
         "",
     ]
+    if _has_atari(lb):
+        lines += [ATARI_NOTE, ""]
     lines += _md_table(cell_rows(lb), CELL_COLUMNS)
     if lb.aggregates:
         lines += [

@@ -31,6 +31,10 @@ PROTOCOL_FIELDS = (
     "rtg_scale",
     "eval_env",
     "top_fraction",  # filtered %BC trains on part of the data: another protocol
+    # discrete actions: argmax or sampled from the softmax (the DT Atari code samples): never pooled. Null for
+    # continuous actions and in results.json files written before the field existed.
+    "discrete_action",
+    "eval_max_steps",  # evaluation episodes cut short (eval.max_steps): another protocol; null = the env's limit
 )
 
 # W&B names its run dirs `run-<date>_<time>-<id>` (online) or `offline-run-...`.
@@ -182,6 +186,9 @@ def run_from_wandb(
             "rtg_scale": dataset.get("rtg_scale"),
             "eval_env": summary.get("protocol/eval_env"),
             "top_fraction": dataset.get("top_fraction"),
+            # from the summary, like eval_env: the config holds eval.discrete_action for continuous runs too
+            "discrete_action": summary.get("protocol/discrete_action"),
+            "eval_max_steps": ev.get("max_steps"),
         }
         run = Run(
             path=path,

@@ -1,8 +1,10 @@
 """Trainer: the optimization loop shared by every backbone.
 
 DT recipe (Chen et al. 2021): AdamW, linear warmup, grad-norm clipping, action MSE (cross-entropy for
-discrete actions). Adds bf16 autocast and `torch.compile` switches, periodic evaluation, periodic
-atomic checkpoints holding everything needed to resume exactly, and throughput metrics.
+discrete actions). Learning-rate schedules: `constant` (the DT MuJoCo code: linear warmup by steps, then
+constant) or `cosine_tokens` (the DT Atari code's minGPT schedule, by action tokens; `token_lr_multiplier`).
+Adds bf16 autocast and `torch.compile` switches, periodic evaluation, periodic atomic checkpoints holding
+everything needed to resume exactly (the token count included), and throughput metrics.
 
 Faults: a stop signal (SIGTERM, SIGINT, SIGUSR1 by default) only sets a flag; at the next step
 boundary the trainer writes checkpoints/last.pt and raises `TrainingPreempted`. A non-finite loss or
@@ -30,6 +32,7 @@ from decision_seq.training.checkpoint import copy_checkpoint, rng_state, save_ch
 log = logging.getLogger(__name__)
 
 DEFAULT_STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+LR_SCHEDULES = ("constant", "cosine_tokens")
 
 
 class TrainingPreempted(Exception):
@@ -93,6 +96,35 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def token_lr_multiplier(tokens: int, warmup_tokens: int, final_tokens: int) -> float:
+    """The DT Atari code's learning-rate multiplier (minGPT `trainer_atari.py`, `lr_decay=True`) after
+    `tokens` action targets: linear warmup over `warmup_tokens`, then a cosine from 1 towards 0 reached at
+    `final_tokens`, floored at 0.1.
+
+    Departure: progress is capped at 1, so past `final_tokens` the multiplier stays 0.1; minGPT's cosine
+    would rise again there (the official runs stop at about 5/6 of `final_tokens`, so they never get there).
+    """
+    if tokens < warmup_tokens:
+        return tokens / max(1, warmup_tokens)
+    progress = min((tokens - warmup_tokens) / max(1, final_tokens - warmup_tokens), 1.0)
+    return max(0.1, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def schedule_problem(lr_schedule: str, warmup_tokens: int, final_tokens: int) -> str | None:
+    """What is wrong with a schedule's settings (the config check and the Trainer share it), or None."""
+    if lr_schedule not in LR_SCHEDULES:
+        return f"trainer.lr_schedule={lr_schedule}: valid values: {', '.join(LR_SCHEDULES)}"
+    for name, value in (("warmup_tokens", warmup_tokens), ("final_tokens", final_tokens)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"trainer.{name}={value}: must be an integer >= 0"
+    if lr_schedule == "cosine_tokens" and final_tokens <= warmup_tokens:
+        return (
+            f"trainer.final_tokens={final_tokens}: must be > trainer.warmup_tokens={warmup_tokens} with "
+            "lr_schedule=cosine_tokens (the cosine runs from warmup_tokens to final_tokens)"
+        )
+    return None
+
+
 def device_problem(device: str) -> str | None:
     """What is wrong with a device name (auto, cpu, cuda, cuda:N or mps; CUDA only where this machine has
     it), or None. The config check and `resolve_device` share it."""
@@ -144,6 +176,9 @@ class Trainer:
         weight_decay: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         warmup_steps: int = 10_000,
+        lr_schedule: str = "constant",
+        warmup_tokens: int = 0,
+        final_tokens: int = 0,
         grad_clip: float = 0.25,
         device: torch.device | str = "cpu",
         bf16: bool = False,
@@ -169,6 +204,9 @@ class Trainer:
         for name, value in (("lr", lr), ("weight_decay", weight_decay)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"trainer.{name} must be a finite number >= 0, got {value}")
+        problem = schedule_problem(lr_schedule, warmup_tokens, final_tokens)
+        if problem is not None:
+            raise ValueError(problem)
         self.model, self.sampler = model, sampler
         self.steps, self.grad_clip = steps, grad_clip
         self.device = torch.device(device)
@@ -187,9 +225,20 @@ class Trainer:
         self._bad_step = self._bad_stats = None  # CUDA fail mode: device-side first-bad-step flag (see _train_step)
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, fused=fused)
-        warmup = max(1, warmup_steps)
-        # Linear warmup from lr/warmup to lr, then constant, as in the official DT.
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min((s + 1) / warmup, 1.0))
+        # Action targets (non-padding steps) trained on so far: the clock of the cosine_tokens schedule.
+        self.tokens = 0
+        self.lr_schedule = lr_schedule
+        if lr_schedule == "constant":
+            warmup = max(1, warmup_steps)
+            # Linear warmup from lr/warmup to lr, then constant, as in the official DT.
+            multiplier = lambda s: min((s + 1) / warmup, 1.0)  # noqa: E731
+        else:
+            # The DT Atari code sets the lr after each update from the tokens counted so far, so update n+1
+            # uses the multiplier of the tokens of updates 1..n: LambdaLR does the same at scheduler.step().
+            # Departure: the first update uses multiplier(0) = 0 (minGPT's first update runs at the full lr,
+            # the optimizer's initial value, before its schedule is first applied). warmup_steps is unused.
+            multiplier = lambda _: token_lr_multiplier(self.tokens, warmup_tokens, final_tokens)  # noqa: E731
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, multiplier)
         self.loss_fn = torch.compile(model.loss) if compile else model.loss
         self.step = 0
         self.evaluations: list[dict] = []
@@ -204,6 +253,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "step": self.step,
+            "tokens": self.tokens,
             "rng": rng_state(),
             "evaluations": self.evaluations,
             "train_time": self.train_time,
@@ -217,6 +267,7 @@ class Trainer:
         self.sampler.load_state_dict(ckpt["sampler"])
         set_rng_state(ckpt["rng"])
         self.step = int(ckpt["step"])
+        self.tokens = int(ckpt.get("tokens", 0))  # absent in checkpoints written before lr_schedule existed
         self.evaluations = list(ckpt.get("evaluations", []))
         self.train_time = float(ckpt.get("train_time", 0.0))
         self.nonfinite_skips = int(ckpt.get("nonfinite_skips", 0))
@@ -249,6 +300,10 @@ class Trainer:
         t0 = time.perf_counter()
         batch = self.sampler.sample()
         self.sample_time += time.perf_counter() - t0
+        if self.lr_schedule == "cosine_tokens":
+            # The DT Atari code counts the action targets that are not padding (`(y >= 0).sum()`). One host
+            # sync per step on CUDA, paid only by this schedule.
+            self.tokens += int(batch["mask"].sum())
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss = self.loss_fn(batch)
         self.optimizer.zero_grad(set_to_none=True)

@@ -182,8 +182,8 @@ def test_bad_input_one_line_exit_2_nothing_written(replay, fresh_minari_root, ca
 
 def test_unknown_game_and_missing_dir(replay, fresh_minari_root, capsys, tmp_path):
     d, _ = replay
-    assert _cli(d, "--game", "Pong") == 2
-    assert "unsupported game 'Pong'; supported: Breakout" in capsys.readouterr().err
+    assert _cli(d, "--game", "Asterix") == 2
+    assert "unsupported game 'Asterix'; supported: Breakout, Qbert, Pong, Seaquest" in capsys.readouterr().err
     assert _cli(tmp_path / "nope", "--game", "Breakout") == 2
     assert "no such directory" in capsys.readouterr().err
     assert _cli(d, "--game", "Breakout", "--steps", "0") == 2
@@ -225,12 +225,14 @@ def test_train_and_evaluate_on_ale_breakout(replay, fresh_minari_root, tmp_path,
             "train", f"dataset.id={ds.id}", "dataset.targets=[2]", "dataset.rtg_scale=1", "model=dt",
             "model.context_len=3", "model.net.embed_dim=16", "model.net.backbone_kwargs.n_layer=1",
             "trainer.steps=2", "trainer.batch_size=4", "trainer.warmup_steps=1", "trainer.progress=false",
-            "trainer.device=cpu", "eval.episodes=1", "eval.discrete_action=sample", "logger=none",
+            "trainer.device=cpu", "eval.episodes=1", "eval.discrete_action=sample", "eval.max_steps=60", "logger=none",
             f"hydra.run.dir={run}",
         ]
     )  # fmt: skip
     res = read_results(run)
     [result] = res["evaluations"][-1]["results"]
-    # an untrained policy on Breakout; episodes stop at the data's longest episode (the timestep table)
-    assert res["status"] == "completed" and 1 <= result["lengths"][0] <= 40
+    # an untrained policy on Breakout, cut at eval.max_steps (beyond the data's longest episode, 40 steps: the
+    # model clamps timesteps); without it the episode would run to game over or the ALE's 108k frames
+    assert res["status"] == "completed" and 1 <= result["lengths"][0] <= 60
+    assert res["protocol"]["eval_max_steps"] == 60
     assert result["returns"][0] >= 0 and res["protocol"]["eval_env"] == "ALE/Breakout-v5"

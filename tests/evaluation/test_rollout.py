@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from decision_seq.evaluation.rollout import rollout
+from decision_seq.evaluation.rollout import episode_cap, rollout
 from decision_seq.models.trajectory import TrajectoryModel
 
 
@@ -172,3 +172,12 @@ def test_image_envs_feed_the_last_four_frames(monkeypatch):
         for i, base in enumerate((30, 40)):
             want = [base + max(0, t - 3 + k) for k in range(4)]
             assert states[i].tolist() == want, (t, i)
+
+
+def test_episode_cap_is_the_envs_own_limit():
+    from decision_seq.datasets.dqn_replay import GAMES, eval_env_spec
+
+    assert episode_cap(gym.spec("Pendulum-v1")) == 200  # its TimeLimit
+    # DQN-Replay's ALE protocol: 108k frames at frame skip 4 (AtariPreprocessing) = 27k agent steps
+    assert episode_cap(eval_env_spec(GAMES["breakout"])) == 27_000
+    assert episode_cap(None) is None

@@ -38,6 +38,7 @@ BAD_VALUES = [
     (["eval.targets=[1,nan]"], "eval.targets=[1,nan]: every target must be a finite number"),
     (["eval.every=-5"], "eval.every=-5: must be an integer >= 0"),
     (["eval.num_envs=0"], "eval.num_envs=0: must be an integer >= 1 or null"),
+    (["eval.max_steps=0"], "eval.max_steps=0: must be an integer >= 1 or null"),
     (["trainer.betas=[0.9,1.5]"], "trainer.betas[1]=1.5: must be a finite number >= 0 and < 1"),
     (["trainer.num_threads=0"], "trainer.num_threads=0: must be an integer >= 1 or null"),
     (["trainer.stop_signals=[SIGNOPE]"], "SIGNOPE is not a signal"),

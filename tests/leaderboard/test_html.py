@@ -74,6 +74,8 @@ def test_json_cells_exact(sweep):
         "rtg_scale": 1000,
         "eval_env": "Hopper-v4",
         "top_fraction": None,
+        "discrete_action": None,
+        "eval_max_steps": None,
     }
     assert [r["seed"] for r in hop["runs"]] == [0, 1, 2, 3]
     assert hop["runs"][3]["last"] == 60.0 and hop["runs"][3]["best"] == 90.0
