@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 MAMBA_PY_STAMP := $(VENV)/.mamba-ssm-python
 
-.PHONY: setup demo test test-all lint bench gpu-dry-run gpu-carry clean
+.PHONY: setup demo demo-atari test test-all lint bench gpu-dry-run gpu-carry clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,15 @@ $(MAMBA_PY_STAMP): $(STAMP)
 
 demo: setup
 	$(BIN)/decision-seq train -m experiment=demo model=dt,dmamba
+
+# Atari end to end, offline: a small Breakout set from a briefly trained PPO agent (built once, cached),
+# then DT and DMamba at the demo-atari preset, then the leaderboard. Needs the atari extra (in dev).
+ATARI_DEMO_SWEEP := multirun/demo-atari/$(shell date +%Y-%m-%d_%H-%M-%S)
+demo-atari: setup
+	$(BIN)/decision-seq datasets info decision-seq/atari-breakout/demo-v0 >/dev/null 2>&1 || \
+		$(BIN)/decision-seq datasets build-atari Breakout --agent-steps 8192 --steps 4000 --level demo
+	$(BIN)/decision-seq train -m experiment=demo-atari hydra.sweep.dir=$(ATARI_DEMO_SWEEP)
+	$(BIN)/decision-seq leaderboard $(ATARI_DEMO_SWEEP)
 
 test: setup $(MAMBA_PY_STAMP)
 	$(BIN)/python -m pytest -q

@@ -124,7 +124,11 @@ def _run(env_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_non_editable_install_runs_help_and_composes_every_config(installed, tmp_path):
     out = _run(installed, str(installed / "bin" / "decision-seq"), "train", "--help", cwd=tmp_path).stdout
-    assert "decision-seq train" in out and "experiment: backbones, dc-paper, demo, dmamba-paper, dt-paper, smoke" in out
+    assert (
+        "decision-seq train" in out
+        and "experiment: backbones, dc-paper, demo, demo-atari, dmamba-atari, dmamba-paper, dt-atari, dt-paper, smoke"
+        in out
+    )
     out = _run(installed, str(installed / "bin" / "python"), "-c", COMPOSE_ALL, cwd=tmp_path).stdout
     package = Path(out.split("package ", 1)[1].splitlines()[0])
     assert package.is_relative_to(installed), f"imported {package}, not the installed wheel"

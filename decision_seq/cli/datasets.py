@@ -6,6 +6,7 @@
     decision-seq datasets build ENV ...            D4RL-style datasets built locally (cli/build.py, datasets/sac/)
     decision-seq datasets import-d4rl FILE...      D4RL HDF5 files (or the DT repo's pickles) -> Minari
     decision-seq datasets import-dqn-replay DIR --game Breakout   DQN-Replay Atari buffers -> Minari (DT sampling)
+    decision-seq datasets build-atari GAME ...     Atari data played locally by a PPO agent + random actions
 
 Only `download` and `list --remote` touch the network. Bad input ends with one line
 `decision-seq datasets: error: ...` on stderr and exit code 2. What the commands show comes from
@@ -25,6 +26,7 @@ from minari.storage import get_dataset_path
 
 from decision_seq.cli.datasets_commands import (
     cmd_build,
+    cmd_build_atari,
     cmd_download,
     cmd_import_d4rl,
     cmd_import_dqn_replay,
@@ -33,9 +35,8 @@ from decision_seq.cli.datasets_commands import (
 )
 from decision_seq.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNEXPECTED
 from decision_seq.data.episodes import DatasetCorruptError, DatasetNotFoundError
-from decision_seq.datasets.catalog import (
-    DATASETS_COMMAND,
-)
+from decision_seq.datasets import atari_build
+from decision_seq.datasets.catalog import ATARI_DEMO_BUILD, DATASETS_COMMAND
 from decision_seq.datasets.d4rl import D4RL_ENVS
 from decision_seq.datasets.dqn_replay import DEFAULT_STEPS, EPISODES_PER_VISIT, GAMES
 from decision_seq.datasets.minari_io import RemoteUnavailableError
@@ -185,6 +186,59 @@ def build_parser(with_build_args: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a dataset with the same id")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_import_dqn_replay)
+
+    ab = atari_build
+    p = sub.add_parser(
+        "build-atari",
+        help="play an Atari game locally (PPO agent + random actions) into a Minari dataset; offline",
+        formatter_class=_FMT,
+        description="Train a stable-baselines3 PPO agent (CnnPolicy, rl-baselines3-zoo's Atari settings) on "
+        "GAME for --agent-steps env steps, then play whole episodes with it on the evaluation protocol of "
+        "DQN-Replay (ALE v5, sticky actions 0.25, frame skip 4, 30 no-op starts, 84x84 grayscale, 108k-frame "
+        "cap) until --steps steps are collected (the last episode is finished), each action uniformly random "
+        "with probability --random-prob. Writes decision-seq/atari-<game>/<level>-v0 in the format of "
+        "import-dqn-replay (one 84x84 frame per step, rewards clipped to [-1, 1], the game's random and "
+        "gamer reference scores). The agent is saved in --work-dir and reused or resumed by the same "
+        "command. No network: the ALE ROMs ship inside ale-py. Needs the atari extra and stable-baselines3. "
+        f"Games: {games}.",
+        epilog="examples:\n"
+        f"  {PROG} build-atari Breakout                                   # {ab.DEFAULT_AGENT_STEPS} agent steps\n"
+        f"  {PROG} {ATARI_DEMO_BUILD}   # the demo-atari data\n"
+        f"  {PROG} build-atari Breakout --random-prob 1 --level random    # random play, no agent\n"
+        "then: decision-seq train dataset.id=decision-seq/atari-breakout/mixed-v0",
+    )
+    p.add_argument("game", metavar="GAME", help=f"the game: {games}")
+    p.add_argument(
+        "--agent-steps",
+        type=int,
+        default=ab.DEFAULT_AGENT_STEPS,
+        help="PPO training budget in env steps (4 frames each; default %(default)s; "
+        "about 50-200 steps/s on a 2-core CPU)",
+    )
+    p.add_argument("--steps", type=int, default=ab.DEFAULT_STEPS, help="dataset steps (default %(default)s)")
+    p.add_argument(
+        "--random-prob",
+        type=float,
+        default=ab.DEFAULT_RANDOM_PROB,
+        help="probability of a uniformly random action instead of the agent's, per step; 1 = random play, "
+        "no agent trained (default %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the agent, the env and the random actions")
+    p.add_argument(
+        "--level",
+        default=ab.DEFAULT_LEVEL,
+        help="name in the id decision-seq/atari-<game>/<level>-v0 (default %(default)s)",
+    )
+    p.add_argument("--id", default=None, help="dataset id (overrides --level)")
+    p.add_argument(
+        "--work-dir",
+        default=None,
+        help="where the agent is saved, reused and resumed "
+        f"(default {ab.DEFAULT_WORK_DIR}/<game>-ppo-<N>steps-seed<S>)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset with the same id")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_build_atari)
     return parser
 
 

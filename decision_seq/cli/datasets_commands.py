@@ -1,5 +1,6 @@
-"""The `decision-seq datasets` subcommands (list, info, download, build, import-d4rl, import-dqn-replay): each
-takes the parsed arguments, prints, and returns an exit code. Parsing and error handling are in cli/datasets.py."""
+"""The `decision-seq datasets` subcommands (list, info, download, build, build-atari, import-d4rl,
+import-dqn-replay): each takes the parsed arguments, prints, and returns an exit code. Parsing and error
+handling are in cli/datasets.py."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from decision_seq.cli.exit_codes import EXIT_OK
 from decision_seq.datasets.builtin import BUILTIN, ensure_builtin_dataset
 from decision_seq.datasets.catalog import (
     DATASETS_COMMAND,
+    LOCAL_ATARI_KINDS,
     LOCAL_ONLY_KINDS,
     catalog,
     catalog_entry,
@@ -186,7 +188,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         print(f"built {dataset_id} at {path}")
         return EXIT_OK
     entry = catalog_entry(dataset_id)
-    if entry is not None and entry.kind in LOCAL_ONLY_KINDS:
+    if entry is not None and entry.kind in LOCAL_ONLY_KINDS + LOCAL_ATARI_KINDS:
         raise ValueError(f"{dataset_id} is not on the Minari remote; it is made locally: {entry.how_to_get()}")
     if dataset_exists_locally(dataset_id) and not args.force:
         print(f"{dataset_id} is already local at {path} (--force downloads it again)")
@@ -257,5 +259,29 @@ def cmd_import_dqn_replay(args: argparse.Namespace) -> int:
     print(
         f"imported {args.directory} as {dataset.id} ({dataset.total_episodes} episodes, {dataset.total_steps} steps); "
         f"train with `decision-seq train dataset.id={dataset.id}`"
+    )
+    return EXIT_OK
+
+
+def cmd_build_atari(args: argparse.Namespace) -> int:
+    from decision_seq.datasets.atari_build import build_atari  # imports stable-baselines3 only when building
+
+    dataset = build_atari(
+        args.game,
+        agent_steps=args.agent_steps,
+        steps=args.steps,
+        random_prob=args.random_prob,
+        seed=args.seed,
+        level=args.level,
+        dataset_id=args.id,
+        work_dir=args.work_dir,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    names = hydra_dataset_names().get(dataset.id)
+    train = f"dataset={names[0]}" if names else f"dataset.id={dataset.id}"
+    print(
+        f"built {dataset.id} ({dataset.total_episodes} episodes, {dataset.total_steps} steps); "
+        f"train with `decision-seq train {train}`"
     )
     return EXIT_OK

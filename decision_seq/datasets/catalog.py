@@ -1,8 +1,9 @@
 """The datasets the suite knows, local or not, and what is known about a local one.
 
 `catalog()` lists every dataset decision-seq knows how to get: the built-ins (built on first use),
-Minari's remote MuJoCo sets (downloaded), the D4RL-style SAC builds (`datasets build`) and the D4RL
-imports (`datasets import-d4rl`), each with its evaluation env, what is known of its reference scores
+Minari's remote MuJoCo and Atari sets (downloaded; Atari ones converted to 84x84 gray frames on first
+load), the D4RL-style SAC builds (`datasets build`), the local Atari builds (`datasets build-atari`) and
+the D4RL imports (`datasets import-d4rl`), each with its evaluation env, what is known of its reference scores
 before it is local, and how to get it. `dataset_info` describes a local dataset (sizes, returns,
 metadata); `hydra_dataset_names` maps dataset ids to the `dataset=` options of conf/dataset/.
 """
@@ -28,16 +29,32 @@ from decision_seq.data.episodes import (
 )
 from decision_seq.datasets.builtin import BUILTIN, BUILTIN_ENV_IDS
 from decision_seq.datasets.d4rl import D4RL_ENVS, d4rl_file_name
+from decision_seq.datasets.dqn_replay import GAMES
 from decision_seq.datasets.minari_io import dataset_exists_locally
-from decision_seq.datasets.naming import LEVELS, REMOTE_MUJOCO_LEVELS, d4rl_id, rebuild_id, remote_mujoco_id
+from decision_seq.datasets.naming import (
+    LEVELS,
+    REMOTE_MUJOCO_LEVELS,
+    atari_build_id,
+    d4rl_id,
+    minari_atari_cache_id,
+    minari_atari_id,
+    rebuild_id,
+    remote_mujoco_id,
+)
 
 log = logging.getLogger(__name__)
 
 DATASETS_COMMAND = "decision-seq datasets"  # the command the how-to texts name
 
-# Kinds of catalog entries. The last two are made locally and never on the Minari remote.
+# Kinds of catalog entries. BUILD and D4RL_IMPORT (MuJoCo sets reproducing a D4RL task) and the two Atari
+# kinds are made locally and never on the Minari remote.
 BUILTIN_KIND, REMOTE_KIND, BUILD_KIND, D4RL_IMPORT_KIND = "built-in", "minari remote", "build", "d4rl import"
+ATARI_BUILD_KIND, CONVERTED_KIND = "atari build", "converted"  # `datasets build-atari`; Minari Atari copies
 LOCAL_ONLY_KINDS = (BUILD_KIND, D4RL_IMPORT_KIND)
+LOCAL_ATARI_KINDS = (ATARI_BUILD_KIND, CONVERTED_KIND)
+MINARI_ATARI_LEVELS = ("expert",)  # Minari's atari/<game>/* sets
+ATARI_DEMO_LEVEL = "demo"  # conf/dataset/atari-breakout-demo.yaml, experiment=demo-atari
+ATARI_DEMO_BUILD = f"build-atari Breakout --agent-steps 8192 --steps 4000 --level {ATARI_DEMO_LEVEL}"  # its data
 
 
 @dataclass(frozen=True)
@@ -56,7 +73,8 @@ class CatalogEntry:
 
 
 def catalog() -> list[CatalogEntry]:
-    """Built-ins, remote Minari MuJoCo sets, `datasets build` targets and `datasets import-d4rl` targets."""
+    """Built-ins, remote Minari MuJoCo and Atari sets (and the Atari ones' converted copies), `datasets build`
+    and `datasets build-atari` targets and `datasets import-d4rl` targets."""
     cmd = DATASETS_COMMAND
     entries = [
         CatalogEntry(
@@ -90,6 +108,46 @@ def catalog() -> list[CatalogEntry]:
             )
             for level in LEVELS
         ]
+    for game in GAMES.values():
+        for level in MINARI_ATARI_LEVELS:
+            remote = minari_atari_id(game.name, level)
+            # The remote sets have no reference scores; these are the ones their converted copy gets.
+            entries += [
+                CatalogEntry(
+                    remote,
+                    REMOTE_KIND,
+                    game.env_id,
+                    ref_scores=(game.random_score, game.gamer_score),
+                    how=f"`{cmd} download {{id}}` (network); converted to 84x84 gray frames on first training load",
+                ),
+                CatalogEntry(
+                    minari_atari_cache_id(remote),
+                    CONVERTED_KIND,
+                    game.env_id,
+                    ref_scores=(game.random_score, game.gamer_score),
+                    how=f"`decision-seq train dataset.id={remote}` (converts {remote} on its first load)",
+                ),
+            ]
+    for game in GAMES.values():
+        entries.append(
+            CatalogEntry(
+                atari_build_id(game.name, "mixed"),
+                ATARI_BUILD_KIND,
+                game.env_id,
+                ref_scores=(game.random_score, game.gamer_score),
+                how=f"`{cmd} build-atari {game.name}` (see `{cmd} build-atari --help`)",
+            )
+        )
+    breakout = GAMES["breakout"]
+    entries.append(
+        CatalogEntry(
+            atari_build_id(breakout.name, ATARI_DEMO_LEVEL),
+            ATARI_BUILD_KIND,
+            breakout.env_id,
+            ref_scores=(breakout.random_score, breakout.gamer_score),
+            how=f"`{cmd} {ATARI_DEMO_BUILD}` (experiment=demo-atari)",
+        )
+    )
     for env, spec in D4RL_ENVS.items():
         entries += [
             CatalogEntry(

@@ -6,6 +6,9 @@ Formats (Minari ids are `namespace/name/version`):
 - imported D4RL data:       `d4rl/<env>/<level>-v2`, env in D4RL_ENV_NAMES, level in LEVELS
 - Minari's remote MuJoCo:   `mujoco/<env>/<level>-v0`, level in REMOTE_MUJOCO_LEVELS
 - imported DQN-Replay data: `dqn-replay/<game>/1pct-v0` (the DT paper's 500k steps), else `<steps>steps-v0`
+- local Atari builds:       `decision-seq/atari-<game>/<level>-v0` (`datasets build-atari`)
+- Minari's remote Atari:    `atari/<game>/<name>-v<n>` (raw RGB frames), cached once converted as
+                            `decision-seq/atari-<game>/minari-<name>-v<n>`
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ REBUILD_VERSION = 0
 
 _ENVS = "|".join(D4RL_ENV_NAMES)
 D4RL_ID = re.compile(rf"^{D4RL_NAMESPACE}/(?P<env>{_ENVS})/(?P<level>[a-z-]+)-v{D4RL_VERSION}$")
+MINARI_ATARI_ID = re.compile(r"^atari/(?P<game>[a-z0-9]+)/(?P<name>[a-z0-9-]+)-v(?P<version>\d+)$")
 REBUILD_ID = re.compile(rf"^{BUILTIN_NAMESPACE}/(?P<env>{_ENVS})/(?P<level>[a-z-]+)-v\d+$")
 
 
@@ -53,6 +57,38 @@ def dqn_replay_id(game: str, steps: int = DQN_REPLAY_1PCT_STEPS) -> str:
     """Id of imported DQN-Replay data: ('Breakout', 500000) -> 'dqn-replay/breakout/1pct-v0'."""
     level = "1pct" if steps == DQN_REPLAY_1PCT_STEPS else f"{steps}steps"
     return f"{DQN_REPLAY_NAMESPACE}/{game.lower()}/{level}-v0"
+
+
+def atari_build_id(game: str, level: str) -> str:
+    """Id of a local Atari build: ('Breakout', 'mixed') -> 'decision-seq/atari-breakout/mixed-v0'."""
+    return f"{BUILTIN_NAMESPACE}/atari-{game.lower()}/{level}-v{REBUILD_VERSION}"
+
+
+def minari_atari_id(game: str, name: str = "expert", version: int = 0) -> str:
+    """Id of one of Minari's remote Atari sets: ('Breakout', 'expert') -> 'atari/breakout/expert-v0'."""
+    return f"atari/{game.lower()}/{name}-v{version}"
+
+
+def minari_atari_cache_id(source_id: str) -> str:
+    """Id of the 84x84-grayscale copy of a Minari Atari set: 'atari/breakout/expert-v0' ->
+    'decision-seq/atari-breakout/minari-expert-v0'."""
+    m = MINARI_ATARI_ID.match(source_id)
+    if m is None:
+        raise ValueError(f"not a Minari Atari id (atari/<game>/<name>-v<n>): {source_id!r}")
+    return f"{BUILTIN_NAMESPACE}/atari-{m['game']}/minari-{m['name']}-v{m['version']}"
+
+
+def check_dataset_id(dataset_id: str, example: str) -> str:
+    """A valid Minari id ((namespace/)name-v<version>), else one ValueError line showing `example`."""
+    from minari.dataset.minari_dataset import parse_dataset_id
+
+    try:
+        parse_dataset_id(dataset_id)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"invalid dataset id {dataset_id!r}; Minari ids look like (namespace/)name-v<version>, e.g. {example}"
+        ) from None
+    return dataset_id
 
 
 def remote_mujoco_id(env_name: str, level: str) -> str:
