@@ -226,7 +226,6 @@ def cmd_import_d4rl(args: argparse.Namespace) -> int:
     ids = [p[2] for p in plans]
     if len(set(ids)) != len(ids):
         raise ValueError(f"several files map to the same dataset id: {ids}")
-    hydra_names = hydra_dataset_names()
     for f, (env, level, dataset_id) in zip(files, plans, strict=True):
         dataset = import_d4rl(
             f,
@@ -237,13 +236,18 @@ def cmd_import_d4rl(args: argparse.Namespace) -> int:
             allow_pickle=args.allow_pickle,
             progress=not args.no_progress,
         )
-        names = hydra_names.get(dataset_id)
-        train = f"dataset={names[0]}" if names else f"dataset.id={dataset_id}"
-        print(
-            f"imported {f} as {dataset_id} ({dataset.total_episodes} episodes, {dataset.total_steps} steps); "
-            f"train with `decision-seq train {train}`"
-        )
+        print(f"imported {f} as {_made(dataset)}")
     return EXIT_OK
+
+
+def _made(dataset) -> str:
+    """'<id> (N episodes, M steps); train with `decision-seq train dataset=<entry>`' for a new dataset."""
+    names = hydra_dataset_names().get(dataset.id)
+    train = f"dataset={names[0]}" if names else f"dataset.id={dataset.id}"
+    return (
+        f"{dataset.id} ({dataset.total_episodes} episodes, {dataset.total_steps} steps); "
+        f"train with `decision-seq train {train}`"
+    )
 
 
 def cmd_import_dqn_replay(args: argparse.Namespace) -> int:
@@ -256,10 +260,7 @@ def cmd_import_dqn_replay(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
-    print(
-        f"imported {args.directory} as {dataset.id} ({dataset.total_episodes} episodes, {dataset.total_steps} steps); "
-        f"train with `decision-seq train dataset.id={dataset.id}`"
-    )
+    print(f"imported {args.directory} as {_made(dataset)}")
     return EXIT_OK
 
 
@@ -278,10 +279,5 @@ def cmd_build_atari(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
-    names = hydra_dataset_names().get(dataset.id)
-    train = f"dataset={names[0]}" if names else f"dataset.id={dataset.id}"
-    print(
-        f"built {dataset.id} ({dataset.total_episodes} episodes, {dataset.total_steps} steps); "
-        f"train with `decision-seq train {train}`"
-    )
+    print(f"built {_made(dataset)}")
     return EXIT_OK
