@@ -7,7 +7,8 @@ action-space description, D4RL-style reference scores and the evaluation environ
 
 Observations are vectors (flattened to (S,), float32) or single 84x84 grayscale uint8 frames (Atari),
 which stay uint8 and are stored once per step: the sampler stacks the last 4 on the fly, so a
-500k-step Atari set holds 3.3 GiB of frames, not 4x that.
+500k-step Atari set holds 3.3 GiB of frames, not 4x that, and holds them in a read-only map of the
+dataset's frame cache (data/frames.py), outside the process's anonymous memory.
 
 `episodes_from_minari` converts a `minari.MinariDataset` (Box observations, Box or Discrete
 actions); `load_minari_dataset` loads one by id, building the built-in datasets on first use and
@@ -16,10 +17,12 @@ otherwise failing with a `DatasetNotFoundError` that says where it looked and ho
 
 from __future__ import annotations
 
+import errno
 import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import gymnasium as gym
 import minari
@@ -27,7 +30,16 @@ import numpy as np
 from gymnasium.envs.registration import EnvSpec
 from minari.storage import get_dataset_path
 
-from decision_seq.data.frames import FRAME_SHAPE
+from decision_seq.data.frames import (
+    FRAME_SHAPE,
+    frame_cache_path,
+    gather_frames,
+    open_frame_cache,
+    write_frame_cache,
+)
+
+# Errors of writing the frame cache after which frames are held in memory instead.
+_CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 _SUPPORTED = "decision-seq supports Box observations and Box or Discrete actions"
 
@@ -152,7 +164,8 @@ class EpisodeSet:
         lengths = self.episode_lengths[kept]
         return replace(
             self,
-            observations=self.observations[rows],
+            # Frames: read from the cache map without keeping its pages resident.
+            observations=gather_frames(self.observations, rows) if self.is_image else self.observations[rows],
             actions=self.actions[rows],
             rewards=self.rewards[rows],
             returns_to_go=self.returns_to_go[rows],
@@ -342,31 +355,20 @@ def episodes_from_minari(dataset: minari.MinariDataset) -> EpisodeSet:
     if dataset.total_episodes == 0:
         raise ValueError(f"dataset {dataset_id} has no episodes")
 
-    # Frames are copied straight into one preallocated (N, 84, 84) array, episode by episode: holding
-    # every episode's frames and then concatenating them would need twice the memory (6.6 GiB at 500k steps).
     is_frames = obs_space.dtype == np.uint8 and obs_space.shape == FRAME_SHAPE
-    frames = np.empty((dataset.total_steps, *FRAME_SHAPE), np.uint8) if is_frames else None
-    n_frames = 0
-    observations, actions, rewards, terminations, truncations = [], [], [], [], []
+    steps: list[tuple] = []  # per episode: actions, rewards, terminations, truncations
+    observations: list[np.ndarray] = []
     try:
-        for ep in dataset.iterate_episodes():
-            if frames is None:
+        if is_frames:
+            frames = _load_frames(dataset, steps)
+        else:
+            frames = None
+            for ep in dataset.iterate_episodes():
                 observations.append(ep.observations)  # (T+1, ...)
-            else:
-                T = len(ep.rewards)
-                if ep.observations.shape[0] != T + 1 or n_frames + T > frames.shape[0]:
-                    raise ValueError(
-                        f"dataset {dataset_id}: an episode has {ep.observations.shape[0]} frames for {T} steps "
-                        f"(or the episodes hold more steps than total_steps={dataset.total_steps})"
-                    )
-                frames[n_frames : n_frames + T] = ep.observations[:T]
-                n_frames += T
-            actions.append(ep.actions)  # (T, ...)
-            rewards.append(ep.rewards)
-            terminations.append(ep.terminations)
-            truncations.append(ep.truncations)
+                steps.append((ep.actions, ep.rewards, ep.terminations, ep.truncations))
     except (OSError, KeyError) as err:  # a file damaged after the dataset was opened
         raise corrupt_dataset_error(dataset_id, err) from err
+    actions, rewards, terminations, truncations = (list(field) for field in zip(*steps, strict=True))
 
     # storage.metadata re-reads metadata.json; ref scores are only there when the creator gave them.
     metadata = dataset.storage.metadata
@@ -387,8 +389,56 @@ def episodes_from_minari(dataset: minari.MinariDataset) -> EpisodeSet:
         ref_min_score=ref_min,
         ref_max_score=ref_max,
         eval_env_spec=eval_spec,
-        frames=None if frames is None else frames[:n_frames],
+        frames=frames,
     )
+
+
+def _load_frames(dataset: minari.MinariDataset, steps: list[tuple]) -> np.ndarray:
+    """A frame dataset's (N, 84, 84) uint8 frames, each episode's final one dropped; appends each episode's
+    (actions, rewards, terminations, truncations) to `steps`.
+
+    The frames come from the dataset's frame cache (data/frames.py), a memory map, written on the first load.
+    Where it cannot be written (a read-only dataset directory, a full disk) they are copied into one
+    preallocated array instead, episode by episode: never per-episode arrays plus a concatenation, which
+    would need twice the memory (6.6 GiB at 500k steps)."""
+    n = dataset.total_steps
+    data_dir = Path(dataset.storage.data_path)
+    cache = frame_cache_path(data_dir)
+    # The cache holds every episode of the dataset's files: a filtered MinariDataset (a subset) does not use it.
+    whole = len(dataset.episode_indices) == dataset.storage.total_episodes
+    frames = open_frame_cache(cache, n, newer_than=data_dir / "main_data.hdf5") if whole else None
+
+    def episodes():
+        for ep in dataset.iterate_episodes():
+            T = len(ep.rewards)
+            if ep.observations.shape != (T + 1, *FRAME_SHAPE):
+                raise ValueError(
+                    f"dataset {dataset.id}: an episode has observations {ep.observations.shape} for {T} steps, "
+                    f"expected ({T + 1}, 84, 84)"
+                )
+            steps.append((ep.actions, ep.rewards, ep.terminations, ep.truncations))
+            yield ep.observations[:T]
+
+    if frames is not None:  # actions and rewards still come from the HDF5 file
+        for _ in episodes():
+            pass
+        return frames
+    if whole:
+        try:
+            return write_frame_cache(cache, n, episodes())
+        except OSError as err:
+            if err.errno not in _CANNOT_WRITE:
+                raise  # h5py's read errors are OSErrors too: a damaged dataset
+            warnings.warn(f"cannot write the frame cache {cache} ({err}); frames are held in memory", stacklevel=3)
+        steps.clear()
+    frames = np.empty((n, *FRAME_SHAPE), np.uint8)
+    filled = 0
+    for ep_frames in episodes():
+        if filled + len(ep_frames) > n:
+            raise ValueError(f"dataset {dataset.id}: the episodes hold more steps than total_steps={n}")
+        frames[filled : filled + len(ep_frames)] = ep_frames
+        filled += len(ep_frames)
+    return frames[:filled]
 
 
 def load_minari_dataset(dataset_id: str, download: bool = False) -> minari.MinariDataset:
@@ -426,5 +476,9 @@ def corrupt_dataset_error(dataset_id: str, err: BaseException) -> DatasetCorrupt
 
 
 def load_episodes(dataset_id: str, download: bool = False) -> EpisodeSet:
-    """Load (or build) a dataset by id and convert it to an EpisodeSet."""
-    return episodes_from_minari(load_minari_dataset(dataset_id, download=download))
+    """Load (or build) a dataset by id and convert it to an EpisodeSet. Minari's RGB Atari sets
+    (atari/<game>/<name>-vN) load as their cached 84x84 grayscale copy, made on first use."""
+    from decision_seq.datasets.minari_atari import resolve_atari_id  # here: that module imports this one
+
+    resolved = resolve_atari_id(dataset_id, download=download)
+    return episodes_from_minari(load_minari_dataset(resolved, download=download and resolved == dataset_id))

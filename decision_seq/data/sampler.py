@@ -10,7 +10,7 @@ dataset stays resident as tensors on `device`, so on a GPU sampling happens ther
 Image datasets (single 84x84 uint8 frames per step) keep each frame once; the state at step i is the
 stack of frames i-3..i of its episode, built at sampling time by index arithmetic (one (B, K, 4)
 gather), with the episode's first frame repeated before its start. On CPU the frames are not even
-copied: the tensor shares the EpisodeSet's array.
+copied: batches read them from the EpisodeSet's array or frame cache map (data/frames.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,16 @@ import numpy as np
 import torch
 
 from decision_seq.data.episodes import EpisodeSet
-from decision_seq.data.frames import FRAME_STACK
+from decision_seq.data.frames import FRAME_STACK, gather_frames, is_mapped, release_pages
+
+
+def _to_device(frames: np.ndarray, device: torch.device, rows: int = 16_384) -> torch.Tensor:
+    """(N, 84, 84) uint8 frames copied to `device` in slices of `rows` (116 MB): no host copy of the whole."""
+    out = torch.empty(frames.shape, dtype=torch.uint8, device=device)
+    for i in range(0, frames.shape[0], rows):
+        out[i : i + rows].copy_(torch.from_numpy(np.array(frames[i : i + rows])))
+        release_pages(frames)
+    return out
 
 
 class SequenceSampler:
@@ -85,9 +94,15 @@ class SequenceSampler:
 
         self.image = episodes.is_image
         if self.image:
-            # One uint8 frame per step, shared with the EpisodeSet on CPU (no copy, no padding row); for each
-            # step the first step of its episode, which bounds its stack.
-            self._frames = torch.from_numpy(episodes.observations).to(self.device)  # (N, 84, 84) uint8
+            # One uint8 frame per step, no padding row. On the CPU never copied: a mapped frame cache stays a
+            # numpy map that each batch reads from (its pages released after, so they never add up in RSS);
+            # an in-memory array is shared by the tensor. On another device: copied there once, in slices.
+            frames = episodes.observations  # (N, 84, 84) uint8
+            if self.device.type == "cpu":
+                self._frames = frames if is_mapped(frames) else torch.from_numpy(frames)
+            else:
+                self._frames = _to_device(frames, self.device)
+            # For each step the first step of its episode, which bounds its stack.
             starts = np.repeat(episodes.episode_starts, episodes.episode_lengths)
             self._episode_start = torch.as_tensor(starts, dtype=torch.int64, device=self.device)  # (N,)
             self._stack_offsets = torch.arange(1 - FRAME_STACK, 1, device=self.device)  # (4,): -3..0
@@ -144,9 +159,12 @@ class SequenceSampler:
         frame = torch.maximum(
             step[:, None] + self._stack_offsets, self._episode_start.index_select(0, step)[:, None]
         )  # (B*K, 4)
-        stacks = self._frames.index_select(0, frame.view(-1))  # (B*K*4, 84, 84)
+        if isinstance(self._frames, torch.Tensor):
+            stacks = self._frames.index_select(0, frame.view(-1))  # (B*K*4, 84, 84)
+        else:
+            stacks = torch.from_numpy(gather_frames(self._frames, frame.view(-1).numpy()))
         stacks = stacks.view(self.batch_size, self.context_len, FRAME_STACK, *stacks.shape[1:])
-        return stacks.masked_fill(~mask[:, :, None, None, None], 0)  # (B, K, 4, 84, 84)
+        return stacks.masked_fill_(~mask[:, :, None, None, None], 0)  # (B, K, 4, 84, 84); a fresh tensor: in place
 
     def __iter__(self):
         while True:

@@ -21,7 +21,7 @@ from decision_seq.data.episodes import EpisodeSet, load_episodes
 from decision_seq.data.sampler import SequenceSampler
 from decision_seq.experiment.evaluate import check_targets, default_targets, evaluate_model
 from decision_seq.experiment.report import print_results_table
-from decision_seq.experiment.resources import job_resources
+from decision_seq.experiment.resources import job_resources, return_freed_memory
 from decision_seq.experiment.results import (
     RESULTS_FILE,
     eval_score,
@@ -88,6 +88,8 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
 
     # Load data
     episodes = load_episodes(cfg.dataset.id, download=cfg.dataset.download)
+    if episodes.is_image and return_freed_memory():  # Atari: memory, not speed, is the constraint on a CPU
+        log.debug("image dataset: freed blocks of 1 MiB or more go back to the system (mallopt)")
     data_summary = episodes.summary()
     log.info(
         "dataset %s: %d episodes, %d steps, mean return %s, mean normalized score %s",

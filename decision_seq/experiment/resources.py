@@ -9,8 +9,10 @@ launcher (one job at a time) leave the job's defaults alone.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import sys
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +76,21 @@ def job_resources(device: str, num_threads: int | None) -> tuple[str, int | None
         num_threads = max(1, _cpu_count() // jobs)
     log.info("job %d of a %d-way parallel sweep: device %s, %s CPU threads", job_num, jobs, device, num_threads)
     return device, num_threads
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+
+
+def return_freed_memory(threshold: int = 1 << 20) -> bool:
+    """Make glibc give blocks of `threshold` bytes or more back to the system when they are freed.
+
+    By default glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed, after which
+    such blocks are served from the heap and stay in the process's RSS once freed: a run's RSS keeps the
+    high-water mark of its freed activations (about 1 GiB at the Atari presets; docs/benchmarks.md). Used for
+    image datasets, where memory is the constraint. Linux with glibc only; True when it was set."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return False

@@ -17,8 +17,11 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from decision_seq.data.frames import FRAME_SHAPE, FRAME_STACK
+
+FLOAT_CHUNK = 512  # images converted to float at a time when training (58 MB of 4-frame stacks)
 
 
 class FrameEncoder(nn.Module):
@@ -50,10 +53,49 @@ class FrameEncoder(nn.Module):
             raise ValueError(f"expected stacked frames (..., {self.frames}, 84, 84), got {tuple(x.shape)}")
         # The DT code divides the uint8 frames by 255 in its dataset; here, so frames stay uint8 until used.
         x = x.reshape(-1, self.frames, *FRAME_SHAPE)  # (N, C, 84, 84)
-        dtype = self.proj[0].weight.dtype
-        # uint8 -> float makes a new tensor, so it can be scaled in place (one float copy of the batch, not two).
-        x = x.to(dtype).div_(255.0) if x.dtype == torch.uint8 else x.to(dtype) / 255.0
-        return self.proj(self.convs(x)).reshape(*lead, -1)  # (..., D)
+        conv1 = self.convs[0]
+        dtype = conv1.weight.dtype
+        if x.dtype == torch.uint8 and torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type):
+            # Training: the first convolution keeps the uint8 frames for its backward, not their float copy.
+            h = _ScaledConv.apply(x, conv1.weight, conv1.bias, conv1.stride, FLOAT_CHUNK)  # (N, 32, 20, 20)
+        else:
+            # uint8 -> float makes a new tensor, so it can be scaled in place (one float copy of the batch, not two).
+            x = x.to(dtype).div_(255.0) if x.dtype == torch.uint8 else x.to(dtype) / 255.0
+            h = conv1(x)  # (N, 32, 20, 20)
+        return self.proj(self.convs[1:](h)).reshape(*lead, -1)  # (..., D)
+
+
+class _ScaledConv(torch.autograd.Function):
+    """conv2d(x / 255, weight, bias) of uint8 frames x (N, C, 84, 84), at most `chunk` images in float at a time.
+
+    Saves x itself for the weight gradient and converts it again there, chunk by chunk: nn.Conv2d on the float
+    frames would keep their float copy, 4 bytes a pixel (0.43 GB at the DT Atari batch of 128 x 30 stacks,
+    the largest activation of the model). Same values as the plain path; no gradient for x (data)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, chunk):
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.chunk = stride, chunk
+        out = None
+        for i in range(0, x.shape[0], chunk):
+            y = F.conv2d(x[i : i + chunk].to(weight.dtype).div_(255.0), weight, bias, stride)  # (n, 32, 20, 20)
+            if out is None:
+                out = y.new_empty((x.shape[0], *y.shape[1:]))
+            out[i : i + chunk] = y
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        grad_w = grad_b = None
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.zeros_like(weight)
+            for i in range(0, x.shape[0], ctx.chunk):
+                xf = x[i : i + ctx.chunk].to(weight.dtype).div_(255.0)
+                grad_w += torch.nn.grad.conv2d_weight(xf, weight.shape, grad_out[i : i + ctx.chunk], stride=ctx.stride)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum((0, 2, 3))
+        return None, grad_w, grad_b, None, None
 
 
 def is_image_shape(obs_shape: Sequence[int]) -> bool:

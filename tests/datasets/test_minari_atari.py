@@ -84,7 +84,7 @@ def test_converted_once_exactly_and_cached(fresh_minari_root, monkeypatch):
 
     monkeypatch.setattr(minari_atari, "convert_minari_atari", boom)
     assert resolve_atari_id(SOURCE) == CACHE
-    ep_set = load_episodes(resolve_atari_id(SOURCE))
+    ep_set = load_episodes(SOURCE)  # the loader resolves Minari's id to the cached copy itself
     assert ep_set.is_image and ep_set.discrete and ep_set.action_dim == 4
     assert ep_set.dataset_id == CACHE and ep_set.episode_lengths.tolist() == [5, 3]
 
