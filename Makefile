@@ -42,8 +42,10 @@ demo-atari: setup
 	$(BIN)/decision-seq train -m experiment=demo-atari hydra.sweep.dir=$(ATARI_DEMO_SWEEP)
 	$(BIN)/decision-seq leaderboard $(ATARI_DEMO_SWEEP)
 
+# The suite on every core (pytest-xdist; TEST_WORKERS=0 runs it in one process), the slowest tests listed.
+TEST_WORKERS ?= auto
 test: setup $(MAMBA_PY_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15
 
 # ruff: lint rules and formatting (config in pyproject.toml); CI runs this too.
 lint: setup
@@ -51,7 +53,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 test-all: setup $(MAMBA_PY_STAMP)
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "slow or not slow"
 
 bench: setup
 	$(BIN)/python scripts/bench_train.py

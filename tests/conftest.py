@@ -7,6 +7,7 @@ read or write the user's datasets and never download anything.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +15,17 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def share_cores_between_workers() -> None:
+    """Under pytest-xdist (`make test`), each worker process takes its share of the cores for torch, so N
+    workers do not run N x cores threads. Tests that need a thread count set it themselves."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture(scope="session", autouse=True)
