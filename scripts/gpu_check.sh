@@ -47,9 +47,8 @@ from an earlier run's OUT_DIR/kernel-wheels/: the build is then skipped).
 
 Options:
   --dry-run         Run every step here on the CPU without installing or building anything: CPU
-                    device, --quick benchmarks (bf16 without lstm, which torch's CPU LSTM cannot
-                    run; the compiled ones: the mlp backbone, traced by the eager backend, no code
-                    generation),
+                    device, --quick benchmarks (the compiled ones: the mlp backbone, traced by
+                    the eager backend, no code generation),
                     pytest -m gpu --collect-only. CARRY_DIR is optional; its sdists are unpacked and
                     patched (no compile) and its kernel-wheels/ pieces joined and verified.
   --archs LIST      GPU archs for the kernel build (default: 90, i.e. H100/H200).
@@ -116,13 +115,10 @@ if [[ "$DRY_RUN" == 1 ]]; then
     BENCH=(--device cpu --quick --threads 1)
     # Inductor's C++ compile of every backbone takes many minutes on a CI CPU: trace one backbone only.
     COMPILED_BACKBONES=(--backbones mlp --compile-backend eager)
-    # torch's CPU LSTM (oneDNN) fails under bf16 autocast ("could not create a primitive descriptor").
-    BF16_CPU=(--exclude lstm)
     export CUDA_VISIBLE_DEVICES=""
 else
     BENCH=(--device cuda)
     COMPILED_BACKBONES=()
-    BF16_CPU=()
 fi
 
 # --- steps -----------------------------------------------------------------------------------------
@@ -290,7 +286,7 @@ bench() {  # $1: result name, then bench script and its arguments
     "$PYTHON" "$@" "${BENCH[@]}" --json "$OUT/bench/$name.json" --markdown "$OUT/bench/$name.md"
 }
 step_train_fp32() { bench train-fp32 scripts/bench_train.py --dtype fp32 --path both; }
-step_train_bf16() { bench train-bf16 scripts/bench_train.py --dtype bf16 --path both ${BF16_CPU[@]+"${BF16_CPU[@]}"}; }
+step_train_bf16() { bench train-bf16 scripts/bench_train.py --dtype bf16 --path both; }
 step_eval() { bench eval scripts/bench_eval.py --path both --rounds 2 --episodes 10; }
 step_train_fp32_compile() {
     bench train-fp32-compile scripts/bench_train.py --dtype fp32 --path both --compile ${COMPILED_BACKBONES[@]+"${COMPILED_BACKBONES[@]}"}
@@ -303,7 +299,7 @@ export -f step_env dep_wheels step_deps carried_pieces step_kernels step_project
     step_train_fp32 step_train_bf16 step_eval step_train_fp32_compile step_train_bf16_compile
 export ROOT PYTHON ARCHS DRY_RUN CARRY OUT WORK
 # Arrays do not cross into the child bash: they travel as their declarations.
-BENCH_DECL=$(declare -p BENCH COMPILED_BACKBONES BF16_CPU PIP)
+BENCH_DECL=$(declare -p BENCH COMPILED_BACKBONES PIP)
 export BENCH_DECL
 
 log "OUT_DIR=$OUT CARRY_DIR=${CARRY:-none} budget=${BUDGET}s dry-run=$DRY_RUN"

@@ -73,3 +73,21 @@ def test_argument_errors_and_meta_device():
     with torch.device("meta"):  # how the config validation checks the arguments
         for cls in (LSTMBackbone, GRUBackbone):
             assert cls(d_model=128, dropout=0.1, n_layer=3).rnn.weight_ih_l0.is_meta
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_cpu_bf16_autocast_runs_the_rnn_in_fp32(name):
+    """Under CPU bf16 autocast (trainer.bf16=true on a CPU) the RNN runs in fp32: torch's oneDNN LSTM has no
+    bf16 kernel there and used to fail; the result equals the fp32 forward and gradients flow."""
+    torch.manual_seed(0)
+    net = build_backbone(name, d_model=16, dropout=0.0, n_layer=2)
+    x = torch.randn(2, 7, 16, requires_grad=True)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[0, :3] = False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(x, mask)
+        y_t, _ = net.step(x[:, 0], net.init_state(2))
+    assert y.dtype == torch.float32 and y_t.dtype == torch.float32
+    torch.testing.assert_close(y, net(x, mask), rtol=0, atol=0)
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -48,12 +48,23 @@ class RecurrentBackbone(BackboneBase):
             d_model, d_model, num_layers=n_layer, batch_first=True, dropout=dropout if n_layer > 1 else 0.0
         )
 
+    def _run(self, x: torch.Tensor, state=None):
+        """self.rnn(x, state). On the CPU under bf16 autocast the RNN runs in fp32, outside autocast: torch's
+        oneDNN LSTM has no bf16 kernel there (it fails to build its primitive), and nn.GRU already runs in
+        fp32 under CPU autocast; on CUDA autocast runs both in bf16 as usual."""
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                if state is not None:
+                    state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
+                return self.rnn(x.float(), state)
+        return self.rnn(x, state)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, D), mask (B, T) bool (True = real token; windows are left-padded) -> (B, T, D)."""
         if mask is None:
-            return self.rnn(x)[0]
+            return self._run(x)[0]
         pad = (~mask.to(torch.bool)).sum(1)  # (B,) padding length of each row
-        y = self.rnn(roll_rows(x, pad))[0]  # (B, T, D): real tokens first, padding after them
+        y = self._run(roll_rows(x, pad))[0]  # (B, T, D): real tokens first, padding after them
         return roll_rows(y, -pad)  # back in place; outputs at padded positions are meaningless
 
     def init_state(self, batch_size: int, device=None, dtype=None):
@@ -64,7 +75,7 @@ class RecurrentBackbone(BackboneBase):
 
     def step(self, x_t: torch.Tensor, state) -> tuple[torch.Tensor, object]:
         """One token x_t (B, D) -> (y_t (B, D), state); equals forward's last position over all tokens fed."""
-        y, state = self.rnn(x_t[:, None], state)  # (B, 1, D)
+        y, state = self._run(x_t[:, None], state)  # (B, 1, D)
         return y[:, 0], state
 
 
