@@ -457,6 +457,12 @@ def load_minari_dataset(dataset_id: str, download: bool = False) -> minari.Minar
         if dataset_id in BUILTIN:
             raise
         path = get_dataset_path(dataset_id)
+        local_only = _local_only_hint(dataset_id)
+        if local_only:  # made here (a build or an import), never on Minari's remote: say how to make it
+            raise DatasetNotFoundError(
+                f"dataset {dataset_id!r} was not found locally: looked in {path} (the Minari root is "
+                f"$MINARI_DATASETS_PATH, default ~/.minari/datasets); make it with {local_only}"
+            ) from err
         raise DatasetNotFoundError(
             f"Minari dataset {dataset_id!r} was not found locally: looked in {path} (the Minari root is "
             f"$MINARI_DATASETS_PATH, default ~/.minari/datasets). Get it with "
@@ -466,6 +472,18 @@ def load_minari_dataset(dataset_id: str, download: bool = False) -> minari.Minar
         ) from err
     except (OSError, KeyError) as err:  # h5py: truncated file, bad signature, missing groups
         raise corrupt_dataset_error(dataset_id, err) from err
+
+
+def _local_only_hint(dataset_id: str) -> str | None:
+    """How to make a dataset that exists only locally (our builds and imports), or None for the rest."""
+    from decision_seq.datasets.catalog import REMOTE_KIND, catalog_entry  # the catalog imports this module
+    from decision_seq.datasets.naming import DQN_REPLAY_NAMESPACE
+
+    if dataset_id.startswith(f"{DQN_REPLAY_NAMESPACE}/"):
+        game = dataset_id.split("/")[1].capitalize()
+        return f"`decision-seq datasets import-dqn-replay <DQN-Replay dir>/{game}/1 --game {game}` (docs/atari.md)"
+    entry = catalog_entry(dataset_id)
+    return entry.how_to_get() if entry is not None and entry.kind != REMOTE_KIND else None
 
 
 def corrupt_dataset_error(dataset_id: str, err: BaseException) -> DatasetCorruptError:

@@ -122,6 +122,25 @@ def test_missing_dataset_message(minari_root):
     assert f"dataset.id={dataset_id} dataset.download=true" in msg and f"minari download {dataset_id}" in msg
 
 
+@pytest.mark.parametrize(
+    "dataset_id, how",
+    [
+        (
+            "dqn-replay/breakout/1pct-v0",
+            "decision-seq datasets import-dqn-replay <DQN-Replay dir>/Breakout/1 --game Breakout",
+        ),
+        ("decision-seq/hopper/medium-v0", "decision-seq datasets build"),
+        ("decision-seq/atari-breakout/demo-v0", "decision-seq datasets build-atari Breakout"),
+    ],
+)
+def test_missing_local_only_dataset_says_how_to_make_it(minari_root, dataset_id, how):
+    """Our builds and imports are never on Minari's remote: the message says how to make them, not download."""
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_minari_dataset(dataset_id)
+    msg = str(info.value)
+    assert dataset_id in msg and how in msg and "download" not in msg
+
+
 def test_empty_dataset_clear_error():
     from decision_seq.data.episodes import episodes_from_arrays
 
