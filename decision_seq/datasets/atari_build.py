@@ -19,8 +19,7 @@ import logging
 import os
 import re
 import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +31,8 @@ from tqdm.auto import tqdm
 
 from decision_seq.data.frames import FRAME_SHAPE, FRAME_STACK
 from decision_seq.datasets import naming
-from decision_seq.datasets.dqn_replay import AtariGame, check_game, eval_env_spec
-from decision_seq.datasets.minari_io import AUTHOR, AUTHOR_EMAIL, create_dataset_atomically, dataset_exists_locally
+from decision_seq.datasets.dqn_replay import AtariGame, check_game, eval_env_spec, write_frames_dataset
+from decision_seq.datasets.minari_io import dataset_exists_locally
 
 log = logging.getLogger(__name__)
 
@@ -268,46 +267,6 @@ def collect_episodes(
     bar.close()
 
 
-# --------------------------------------------------------------------------------------------------
-# Writing (the format of import-dqn-replay)
-# --------------------------------------------------------------------------------------------------
-
-
-def write_frames_dataset(
-    dataset_id: str,
-    buffers: Iterable[EpisodeBuffer],
-    *,
-    spec: AtariGame,
-    eval_env: gym.envs.registration.EnvSpec,
-    extra_metadata: dict,
-    algorithm_name: str,
-    description: str,
-    overwrite: bool = False,
-) -> minari.MinariDataset:
-    """Episodes of single 84x84 uint8 frames and Discrete actions as a Minari dataset, written atomically,
-    with the arguments `import_dqn_replay` gives (reference scores set as metadata, no collection env,
-    no JPEG)."""
-    metadata = {"ref_min_score": spec.random_score, "ref_max_score": spec.gamer_score, **extra_metadata}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*env_spec is None.*")  # no collection env: intended
-        return create_dataset_atomically(
-            dataset_id,
-            buffers,
-            overwrite=overwrite,
-            extra_metadata=metadata,
-            env=None,
-            eval_env=eval_env,
-            observation_space=gym.spaces.Box(0, 255, FRAME_SHAPE, np.uint8),
-            action_space=gym.spaces.Discrete(spec.num_actions),
-            jpeg_encoding=False,  # frames must stay exact
-            algorithm_name=algorithm_name,
-            author=AUTHOR,
-            author_email=AUTHOR_EMAIL,
-            code_permalink=_CODE_PERMALINK,
-            description=description,
-        )
-
-
 def build_atari(
     game: str,
     *,
@@ -392,6 +351,7 @@ def build_atari(
         extra_metadata=metadata,
         algorithm_name="PPO (stable-baselines3) + random actions" if policy else "uniformly random actions",
         description=description,
+        code_permalink=_CODE_PERMALINK,
         overwrite=overwrite,
     )
     log.info(

@@ -22,7 +22,7 @@ import gzip
 import logging
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -354,6 +354,43 @@ def replay_dir(directory: str | Path) -> Path:
     return directory / "replay_logs" if (directory / "replay_logs").is_dir() else directory
 
 
+def write_frames_dataset(
+    dataset_id: str,
+    buffers: Iterable[EpisodeBuffer],
+    *,
+    spec: AtariGame,
+    eval_env: gym.envs.registration.EnvSpec,
+    extra_metadata: dict,
+    algorithm_name: str,
+    description: str,
+    code_permalink: str,
+    overwrite: bool = False,
+) -> minari.MinariDataset:
+    """Episodes of single 84x84 uint8 frames and Discrete actions as a Minari dataset, written atomically:
+    the one format of every Atari set (DQN-Replay imports, `build-atari`, converted Minari sets). The game's
+    random / gamer scores are set as metadata, not through create_dataset_from_buffers, which would gym.make
+    the ALE env to check them; no collection env; no JPEG (Minari's default for images is lossy)."""
+    metadata = {"ref_min_score": spec.random_score, "ref_max_score": spec.gamer_score, **extra_metadata}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*env_spec is None.*")  # no collection env: intended
+        return create_dataset_atomically(
+            dataset_id,
+            buffers,
+            overwrite=overwrite,
+            extra_metadata=metadata,
+            env=None,
+            eval_env=eval_env,
+            observation_space=gym.spaces.Box(0, 255, FRAME_SHAPE, np.uint8),
+            action_space=gym.spaces.Discrete(spec.num_actions),
+            jpeg_encoding=False,  # frames must stay exact
+            algorithm_name=algorithm_name,
+            author=AUTHOR,
+            author_email=AUTHOR_EMAIL,
+            code_permalink=code_permalink,
+            description=description,
+        )
+
+
 def import_dqn_replay(
     directory: str | Path,
     *,
@@ -427,9 +464,6 @@ def import_dqn_replay(
         "(normalized = gamer-normalized)."
     )
     metadata = {
-        # Set here, not through create_dataset_from_buffers, which would gym.make the ALE env to check them.
-        "ref_min_score": spec.random_score,
-        "ref_max_score": spec.gamer_score,
         "dqn_replay": {
             "game": spec.name,
             "source_dir": str(directory.resolve()),
@@ -449,23 +483,16 @@ def import_dqn_replay(
         unit="ep",
         disable=not progress,
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*env_spec is None.*")  # no collection env: intended
-        dataset = create_dataset_atomically(
-            dataset_id,
-            writing,
-            overwrite=overwrite,
-            extra_metadata=metadata,
-            env=None,
-            eval_env=eval_env_spec(spec),
-            observation_space=gym.spaces.Box(0, 255, FRAME_SHAPE, np.uint8),
-            action_space=gym.spaces.Discrete(spec.num_actions),
-            jpeg_encoding=False,  # Minari's default JPEG-encodes image observations: lossy, frames must stay exact
-            algorithm_name="DQN (Nature) replay, DQN-Replay",
-            author=AUTHOR,
-            author_email=AUTHOR_EMAIL,
-            code_permalink=_CODE_PERMALINK,
-            description=description,
-        )
+    dataset = write_frames_dataset(
+        dataset_id,
+        writing,
+        spec=spec,
+        eval_env=eval_env_spec(spec),
+        extra_metadata=metadata,
+        algorithm_name="DQN (Nature) replay, DQN-Replay",
+        description=description,
+        code_permalink=_CODE_PERMALINK,
+        overwrite=overwrite,
+    )
     log.info("imported %s as %s (%d episodes, %d steps)", directory, dataset_id, dataset.total_episodes, total)
     return dataset

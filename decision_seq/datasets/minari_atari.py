@@ -23,11 +23,12 @@ from tqdm.auto import tqdm
 
 from decision_seq.data.frames import FRAME_SHAPE, FRAME_STACK
 from decision_seq.datasets import naming
-from decision_seq.datasets.atari_build import write_frames_dataset
-from decision_seq.datasets.dqn_replay import AtariGame, check_game, eval_env_spec
+from decision_seq.datasets.dqn_replay import AtariGame, check_game, eval_env_spec, write_frames_dataset
 from decision_seq.datasets.minari_io import dataset_exists_locally
 
 log = logging.getLogger(__name__)
+
+_CODE_PERMALINK = "decision_seq/datasets/minari_atari.py (decision-seq package)"
 
 RAW_SHAPE = (210, 160, 3)  # the ALE's RGB screen
 
@@ -122,6 +123,7 @@ def convert_minari_atari(
         },
         algorithm_name=f"{meta.get('algorithm_name') or 'unknown'} (Minari {source_id})",
         description=description,
+        code_permalink=_CODE_PERMALINK,
     )
     log.info("converted %s to %s (%d episodes, cached)", source_id, cache_id, dataset.total_episodes)
     return dataset
