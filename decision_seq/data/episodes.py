@@ -475,13 +475,10 @@ def load_minari_dataset(dataset_id: str, download: bool = False) -> minari.Minar
 
 
 def _local_only_hint(dataset_id: str) -> str | None:
-    """How to make a dataset that exists only locally (our builds and imports), or None for the rest."""
+    """How to make a dataset that exists only locally (our builds and imports, as the catalog lists them), or
+    None for the rest."""
     from decision_seq.datasets.catalog import REMOTE_KIND, catalog_entry  # the catalog imports this module
-    from decision_seq.datasets.naming import DQN_REPLAY_NAMESPACE
 
-    if dataset_id.startswith(f"{DQN_REPLAY_NAMESPACE}/"):
-        game = dataset_id.split("/")[1].capitalize()
-        return f"`decision-seq datasets import-dqn-replay <DQN-Replay dir>/{game}/1 --game {game}` (docs/atari.md)"
     entry = catalog_entry(dataset_id)
     return entry.how_to_get() if entry is not None and entry.kind != REMOTE_KIND else None
 

@@ -36,6 +36,7 @@ from decision_seq.datasets.naming import (
     REMOTE_MUJOCO_LEVELS,
     atari_build_id,
     d4rl_id,
+    dqn_replay_id,
     minari_atari_cache_id,
     minari_atari_id,
     rebuild_id,
@@ -50,8 +51,9 @@ DATASETS_COMMAND = "decision-seq datasets"  # the command the how-to texts name
 # kinds are made locally and never on the Minari remote.
 BUILTIN_KIND, REMOTE_KIND, BUILD_KIND, D4RL_IMPORT_KIND = "built-in", "minari remote", "build", "d4rl import"
 ATARI_BUILD_KIND, CONVERTED_KIND = "atari build", "converted"  # `datasets build-atari`; Minari Atari copies
+DQN_REPLAY_KIND = "dqn-replay import"  # `datasets import-dqn-replay`
 LOCAL_ONLY_KINDS = (BUILD_KIND, D4RL_IMPORT_KIND)
-LOCAL_ATARI_KINDS = (ATARI_BUILD_KIND, CONVERTED_KIND)
+LOCAL_ATARI_KINDS = (ATARI_BUILD_KIND, CONVERTED_KIND, DQN_REPLAY_KIND)
 MINARI_ATARI_LEVELS = ("expert",)  # Minari's atari/<game>/* sets
 ATARI_DEMO_LEVEL = "demo"  # conf/dataset/atari-breakout-demo.yaml, experiment=demo-atari
 ATARI_DEMO_BUILD = f"build-atari Breakout --agent-steps 8192 --steps 4000 --level {ATARI_DEMO_LEVEL}"  # its data
@@ -74,7 +76,7 @@ class CatalogEntry:
 
 def catalog() -> list[CatalogEntry]:
     """Built-ins, remote Minari MuJoCo and Atari sets (and the Atari ones' converted copies), `datasets build`
-    and `datasets build-atari` targets and `datasets import-d4rl` targets."""
+    and `datasets build-atari` targets, `datasets import-dqn-replay` and `datasets import-d4rl` targets."""
     cmd = DATASETS_COMMAND
     entries = [
         CatalogEntry(
@@ -148,6 +150,16 @@ def catalog() -> list[CatalogEntry]:
             how=f"`{cmd} {ATARI_DEMO_BUILD}` (experiment=demo-atari)",
         )
     )
+    entries += [
+        CatalogEntry(
+            dqn_replay_id(game.name),
+            DQN_REPLAY_KIND,
+            game.env_id,
+            ref_scores=(game.random_score, game.gamer_score),
+            how=f"`{cmd} import-dqn-replay <DQN-Replay dir>/{game.name}/1 --game {game.name}` (docs/atari.md)",
+        )
+        for game in GAMES.values()
+    ]
     for env, spec in D4RL_ENVS.items():
         entries += [
             CatalogEntry(
