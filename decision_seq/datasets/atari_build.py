@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from decision_seq.data.frames import FRAME_SHAPE, FRAME_STACK
 from decision_seq.datasets import naming
-from decision_seq.datasets.dqn_replay import AtariGame, check_game, eval_env_spec, write_frames_dataset
+from decision_seq.datasets.dqn_replay import AtariGame, check_game, check_int_arg, eval_env_spec, write_frames_dataset
 from decision_seq.datasets.minari_io import dataset_exists_locally
 
 log = logging.getLogger(__name__)
@@ -59,22 +59,17 @@ _SAVE_EVERY_ROLLOUTS = 10
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-
-
 def check_build_args(
     game: str, *, agent_steps: int, steps: int, random_prob: float, seed: int, level: str, dataset_id: str | None
 ) -> tuple[AtariGame, str]:
     """Every argument checked before anything runs; returns the game and the dataset id."""
     spec = check_game(game)
-    _check_int("--steps", steps, 1)
-    _check_int("--seed", seed, 0)
+    check_int_arg("--steps", steps, 1)
+    check_int_arg("--seed", seed, 0)
     if isinstance(random_prob, bool) or not isinstance(random_prob, (int, float)) or not 0 <= random_prob <= 1:
         raise ValueError(f"--random-prob must be a probability in [0, 1], got {random_prob}")
     # An agent is trained only when some actions are its own; random_prob 1 needs none.
-    _check_int("--agent-steps", agent_steps, 0 if random_prob == 1 else 1)
+    check_int_arg("--agent-steps", agent_steps, 0 if random_prob == 1 else 1)
     if not _LEVEL_RE.match(level):
         raise ValueError(f"--level must be lowercase letters, digits and '-' (e.g. {DEFAULT_LEVEL}), got {level!r}")
     dataset_id = dataset_id or naming.atari_build_id(spec.name, level)

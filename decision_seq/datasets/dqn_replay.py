@@ -87,6 +87,12 @@ GAMES: dict[str, AtariGame] = {
 }
 
 
+def check_int_arg(name: str, value, minimum: int) -> None:
+    """A command-line integer (bools refused) of at least `minimum`, or one ValueError line naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+
+
 def check_game(game: str) -> AtariGame:
     spec = GAMES.get(game.lower())
     if spec is None:
@@ -407,10 +413,8 @@ def import_dqn_replay(
     and length, the actions' range); the dataset is written atomically, so a failure leaves nothing behind.
     """
     spec = check_game(game)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"--steps must be an integer >= 1, got {steps}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"--seed must be an integer >= 0, got {seed}")
+    check_int_arg("--steps", steps, 1)
+    check_int_arg("--seed", seed, 0)
     dataset_id = dataset_id or naming.dqn_replay_id(spec.name, steps)
     try:
         parse_dataset_id(dataset_id)
