@@ -48,8 +48,13 @@ static inline T exp_inline(T x) {
     const T shifted = x * (T)1.44269504088896340736 + SHIFTER;
     const T kf = shifted - SHIFTER;
     const T r = (x - kf * LN2_HI) - kf * LN2_LO;
-    T p = 1;
-    for (int i = N_TERMS - 1; i >= 1; --i) p = 1 + p * r * ((T)1 / (T)i); /* Horner on sum r^i / i! */
+    /* Horner on sum_{i < N_TERMS} r^i / i!, one fused multiply-add per term; the coefficients 1/i! are
+     * compile-time constants (the nested form 1 + r/i (...) costs a multiply and an add per term). */
+    T c[N_TERMS];
+    c[0] = 1;
+    for (int i = 1; i < N_TERMS; ++i) c[i] = c[i - 1] / (T)i;
+    T p = c[N_TERMS - 1];
+    for (int i = N_TERMS - 2; i >= 0; --i) p = p * r + c[i];
     I k, s;
     const T shifter = SHIFTER;
     memcpy(&k, &shifted, sizeof k);
