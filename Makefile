@@ -38,8 +38,12 @@ $(MAMBA_PY_STAMP): $(DEV_STAMP)
 		$(BIN)/pip install -q --no-build-isolation --no-deps mamba-ssm==2.3.2.post1 causal-conv1d==1.7.0
 	touch $(MAMBA_PY_STAMP)
 
+# DT and DMamba as two jobs at once (joblib), each with half the cores: at this size a training step
+# gains little from a second thread, so on 2 cores two 1-thread jobs finish sooner than two 2-thread
+# jobs in turn (docs/benchmarks.md, "Demo"). Plain status lines instead of two interleaved bars.
 demo: setup
-	$(BIN)/decision-seq train -m experiment=demo model=dt,dmamba
+	$(BIN)/decision-seq train -m experiment=demo model=dt,dmamba hydra/launcher=joblib hydra.launcher.n_jobs=2 \
+		trainer.progress=false
 
 # Atari end to end, offline: a small Breakout set from a briefly trained PPO agent (built once, cached),
 # then DT and DMamba at the demo-atari preset, then the leaderboard. Needs the atari extra (in dev).
