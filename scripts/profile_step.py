@@ -12,7 +12,7 @@ Configs: paper = batch 64, K=20 (60 tokens), embed 128, 3 layers (DT: 1 head, re
     python scripts/profile_step.py                          # both configs, tables and ratios, 1 thread
     python scripts/profile_step.py --config paper --no-profile --rounds 15
     python scripts/profile_step.py --eval                   # also: evaluation (window / recurrent) timings
-    python scripts/profile_step.py --no-profile --baseline HEAD   # before (HEAD's mamba.py) / after, one run
+    python scripts/profile_step.py --no-profile --baseline HEAD   # before (HEAD's Mamba code and C kernels) / after
 """
 
 from __future__ import annotations
@@ -105,27 +105,51 @@ def report_ratio(times: dict[str, list[float]], num: str, den: str) -> str:
 
 
 def baseline_backbone(rev: str, model: TrajectoryModel):
-    """The Mamba backbone of `model` rebuilt from git revision `rev` (its backbones/mamba.py and
-    ops/selective_scan.py), with the same weights: the "before" of a before/after in one run."""
+    """The Mamba backbone of `model` rebuilt from git revision `rev` (its backbones/mamba.py, ops/selective_scan.py,
+    ops/causal_conv.py, and ops/scan_cpu.py with the C kernels of that revision's scan_cpu.c, built on the spot),
+    with the same weights: the "before" of a before/after in one run."""
     import subprocess
     import sys
+    import tempfile
     import types
+    from pathlib import Path
+
+    def show(path: str) -> str | None:
+        done = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else None
+
+    renames = {f"decision_seq.models.ops.{m}": f"_baseline_{m}" for m in ("scan_cpu", "selective_scan", "causal_conv")}
 
     def module(name: str, path: str, patch=lambda src: src):
-        src = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, check=True).stdout
+        src = show(path)
+        if src is None:
+            raise SystemExit(f"--baseline {rev}: {path} does not exist at that revision")
+        for new, old in renames.items():
+            src = src.replace(new, old)
         mod = types.ModuleType(name)
         sys.modules[name] = mod
         exec(compile(patch(src), f"{rev}:{path}", "exec"), mod.__dict__)
         return mod
 
-    module("_baseline_selective_scan", "decision_seq/models/ops/selective_scan.py")
+    ops = "decision_seq/models/ops"
+    c_source = show(f"{ops}/scan_cpu.c")
+    if c_source is not None:  # revisions before the fused kernels have neither file
+        c_path = Path(tempfile.mkdtemp(prefix="baseline_scan_")) / "scan_cpu.c"
+        c_path.write_text(c_source)
+        module(
+            "_baseline_scan_cpu",
+            f"{ops}/scan_cpu.py",
+            lambda src: src.replace(
+                'SOURCE = Path(__file__).with_name("scan_cpu.c")', f"SOURCE = Path({str(c_path)!r})"
+            ),
+        )
+    if show(f"{ops}/causal_conv.py") is not None:
+        module("_baseline_causal_conv", f"{ops}/causal_conv.py")
+    module("_baseline_selective_scan", f"{ops}/selective_scan.py")
     old = module(
         "_baseline_mamba",
         "decision_seq/models/backbones/mamba.py",
-        lambda src: src.replace("decision_seq.models.ops.selective_scan", "_baseline_selective_scan").replace(
-            '@register_backbone("mamba")',
-            "",  # already registered by the current module
-        ),
+        lambda src: src.replace('@register_backbone("mamba")', ""),  # already registered by the current module
     )
     torch.manual_seed(0)
     n_layer = len(model.backbone.blocks)
