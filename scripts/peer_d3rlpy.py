@@ -24,6 +24,8 @@ Writes OUT/peer.json and OUT/peer.md and prints the table.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import functools
 import json
 import os
 import subprocess
@@ -57,6 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes per target (default: 10)")
     p.add_argument("--ours", default="dt,dmamba", help=f"our models to run, of {', '.join(OURS)} (default: both)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per run (default: 1)")
+    p.add_argument(
+        "--jobs", type=int, default=1,
+        help="runs at once (default: 1); with more, every run shares the machine alike, so steps/s still compare",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="output folder (runs, peer.json, peer.md)")
     args = p.parse_args(argv)
     try:
@@ -67,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.ours = [m for m in args.ours.split(",") if m]
     if unknown := [m for m in args.ours if m not in OURS]:
         p.error(f"--ours: unknown model {unknown[0]!r}; valid: {', '.join(OURS)}")
-    for name in ("steps", "episodes", "threads"):
+    for name in ("steps", "episodes", "threads", "jobs"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     if args.d3rlpy_python is None or not Path(args.d3rlpy_python).exists():
@@ -212,12 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     spec_path.write_text(json.dumps(spec, indent=1))
 
-    runs: dict[str, dict[int, dict]] = {f"ours {m}": {} for m in args.ours}
-    runs["d3rlpy dt"] = {}
-    for seed in args.seeds:  # seed-major, so an interrupted check has every method on its first seeds
+    # seed-major, so an interrupted check has every method on its first seeds
+    tasks = {}
+    for seed in args.seeds:
         for m in args.ours:
-            runs[f"ours {m}"][seed] = run_ours(m, args.dataset, shape, args, targets, seed)
-        runs["d3rlpy dt"][seed] = run_d3rlpy(args, data, spec_path, seed)
+            tasks[(f"ours {m}", seed)] = functools.partial(run_ours, m, args.dataset, shape, args, targets, seed)
+        tasks[("d3rlpy dt", seed)] = functools.partial(run_d3rlpy, args, data, spec_path, seed)
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:  # each task waits on its own subprocess
+        futures = {key: pool.submit(fn) for key, fn in tasks.items()}
+    runs: dict[str, dict[int, dict]] = {}
+    for (method, seed), future in futures.items():
+        runs.setdefault(method, {})[seed] = future.result()  # re-raises a failed run's error
     report = {
         "dataset": entry["id"], "shape": args.shape, "steps": args.steps, "targets": targets,
         "episodes": args.episodes, "seeds": args.seeds, "methods": summarize(runs, episodes, targets),

@@ -72,6 +72,7 @@ def test_our_runs_get_the_shape_and_the_schedule(peer, tmp_path):
         (["--ours", "dt,gpt"], "--ours: unknown model 'gpt'; valid: dt, dmamba"),
         (["--seeds", "0,a"], "--seeds and --targets take comma-separated numbers"),
         (["--steps", "0"], "--steps must be at least 1"),
+        (["--jobs", "0"], "--jobs must be at least 1"),
     ],
 )
 def test_bad_arguments_are_one_line(peer, tmp_path, capsys, argv, message):
