@@ -30,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,32 @@ def markdown(report: dict, targets: list[float]) -> str:
     return "\n".join(lines) + "\n"
 
 
+class _NotStarted(Exception):
+    """A run skipped because an earlier one failed."""
+
+
+def run_all(tasks: dict, jobs: int) -> dict:
+    """{key: fn()} for every task, `jobs` at a time, in the tasks' order. Stops at the first failure, as the
+    check did one run at a time: runs not started yet are skipped, runs already going finish (their results
+    stay on disk for the rerun), then that failure is raised."""
+    failed = threading.Event()
+
+    def guarded(fn):
+        if failed.is_set():
+            raise _NotStarted
+        try:
+            return fn()
+        except BaseException:
+            failed.set()
+            raise
+
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:  # each task waits on its own subprocess
+        futures = {key: pool.submit(guarded, fn) for key, fn in tasks.items()}
+    if errors := [e for f in futures.values() if (e := f.exception()) is not None and not isinstance(e, _NotStarted)]:
+        raise errors[0]
+    return {key: future.result() for key, future in futures.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from decision_seq.data.episodes import load_episodes
@@ -224,11 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         for m in args.ours:
             tasks[(f"ours {m}", seed)] = functools.partial(run_ours, m, args.dataset, shape, args, targets, seed)
         tasks[("d3rlpy dt", seed)] = functools.partial(run_d3rlpy, args, data, spec_path, seed)
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:  # each task waits on its own subprocess
-        futures = {key: pool.submit(fn) for key, fn in tasks.items()}
     runs: dict[str, dict[int, dict]] = {}
-    for (method, seed), future in futures.items():
-        runs.setdefault(method, {})[seed] = future.result()  # re-raises a failed run's error
+    for (method, seed), result in run_all(tasks, args.jobs).items():
+        runs.setdefault(method, {})[seed] = result
     report = {
         "dataset": entry["id"], "shape": args.shape, "steps": args.steps, "targets": targets,
         "episodes": args.episodes, "seeds": args.seeds, "methods": summarize(runs, episodes, targets),

@@ -79,3 +79,19 @@ def test_bad_arguments_are_one_line(peer, tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_:
         peer.parse_args(["--d3rlpy-python", sys.executable, "--out", str(tmp_path), *argv])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_runs_keep_their_order_and_stop_at_the_first_failure(peer):
+    assert peer.run_all({("a", 1): lambda: 1, ("b", 0): lambda: 2}, jobs=2) == {("a", 1): 1, ("b", 0): 2}
+    started = []
+
+    def run(i):
+        started.append(i)
+        if i == 1:
+            raise RuntimeError("run 1 failed")
+        return i
+
+    tasks = {i: (lambda i=i: run(i)) for i in range(6)}
+    with pytest.raises(RuntimeError, match="run 1 failed"):
+        peer.run_all(tasks, jobs=1)
+    assert started == [0, 1]  # one at a time: nothing after the failed run starts
