@@ -181,6 +181,13 @@ def summarize(runs: dict[str, dict[int, dict]], episodes, targets: list[float]) 
     return out
 
 
+def _cell(c: dict) -> str:
+    """mean ± sd [CI]; one seed has neither a spread nor a CI, so its score alone."""
+    if c["n"] < 2:
+        return f"{c['mean']:.1f} (1 seed)"
+    return f"{c['mean']:.1f} ± {c['std']:.1f} [{c['ci_low']:.1f}, {c['ci_high']:.1f}]"
+
+
 def markdown(report: dict, targets: list[float]) -> str:
     methods = list(report["methods"])
     tgt = " / ".join(f"{t:g}" for t in targets)
@@ -193,7 +200,7 @@ def markdown(report: dict, targets: list[float]) -> str:
     lines.append("|---" * (len(targets) + 3) + "|")
     for m in methods:
         s = report["methods"][m]["summary"]
-        cells = [f"{c['mean']:.1f} ± {c['std']:.1f} [{c['ci_low']:.1f}, {c['ci_high']:.1f}]" for c in s.values()]
+        cells = [_cell(c) for c in s.values()]
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {report['methods'][m]['steps_per_sec_median']:.1f} |")
     lines.append("")
     lines.append("mean ± sd over seeds [95% percentile bootstrap CI of the mean]; steps/s: median over seeds")

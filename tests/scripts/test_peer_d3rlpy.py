@@ -58,6 +58,16 @@ def test_summary_normalizes_per_seed_and_target(peer):
     assert out["steps_per_sec_median"] == 20.0
 
 
+def test_markdown_gives_one_seed_its_score_alone(peer):
+    runs = {"ours dt": {0: {"returns": {4.0: [2.0, 4.0]}, "steps_per_sec": 10.0}}}
+    report = {"methods": peer.summarize(runs, _episodes(), [4.0]), "seeds": [0]}
+    table = peer.markdown(report, [4.0])
+    assert "| ours dt | 30.0 (1 seed) | 30.0 (1 seed) | 10.0 |" in table and "nan" not in table
+    runs["ours dt"][1] = {"returns": {4.0: [5.0, 5.0]}, "steps_per_sec": 30.0}
+    report = {"methods": peer.summarize(runs, _episodes(), [4.0]), "seeds": [0, 1]}
+    assert "| ours dt | 40.0 ± 14.1 [" in peer.markdown(report, [4.0])
+
+
 def test_our_runs_get_the_shape_and_the_schedule(peer, tmp_path):
     args = peer.parse_args(["--d3rlpy-python", sys.executable, "--out", str(tmp_path), "--steps", "7"])
     cmd = peer.our_overrides("dt", "hopper-medium", peer.SHAPES["small"], args, [3600.0, 1800.0], 3, tmp_path)
