@@ -17,7 +17,9 @@ Both sides: the dataset's episodes as decision-seq loads them (observations stan
 mean and std, returns-to-go divided by the dataset entry's rtg_scale), the same transformer shape and
 optimizer (--shape), one CPU thread each (--threads), and evaluation on the dataset's evaluation env with
 reset seeds seed x 10000 + i, the same targets and episodes. Scores are D4RL-normalized with the dataset's
-reference returns. Finished runs are kept and skipped on a rerun (delete a run's folder to redo it).
+reference returns. Finished runs are kept and skipped on a rerun (delete a run's folder to redo it); the
+output folder is tied to the dataset build it started on (OUT/dataset.json), so a rerun after a rebuild
+on another machine is refused rather than mixing two datasets' runs.
 Writes OUT/peer.json and OUT/peer.md and prints the table.
 """
 
@@ -233,15 +235,37 @@ def run_all(tasks: dict, jobs: int) -> dict:
     return {key: future.result() for key, future in futures.items()}
 
 
+def claim_out_dir(out: Path, dataset_id: str, build: str | None) -> str | None:
+    """Finished runs in OUT are reused, so OUT is tied to one build of the dataset (a rebuild on another CPU
+    is other data): the first check records it in OUT/dataset.json; a later one on another build is refused.
+    Returns the problem, or None."""
+    record = out / "dataset.json"
+    mine = {"id": dataset_id, "build": build}
+    if record.exists():
+        theirs = json.loads(record.read_text())
+        if theirs != mine:
+            return (
+                f"{out} holds runs on {theirs.get('id')} ({theirs.get('build')}), not on {dataset_id} ({build}); "
+                "give another --out (or delete that folder to redo its runs)"
+            )
+    else:
+        record.write_text(json.dumps(mine, indent=1))
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from decision_seq.data.episodes import load_episodes
+    from decision_seq.experiment.results import dataset_build
 
     entry = dataset_entry(args.dataset)
     targets = args.targets or entry["targets"]
     episodes = load_episodes(entry["id"])
     shape = SHAPES[args.shape]
     args.out.mkdir(parents=True, exist_ok=True)
+    if problem := claim_out_dir(args.out, entry["id"], dataset_build(episodes.summary())):
+        print(f"peer_d3rlpy.py: error: {problem}", file=sys.stderr)
+        return 2
     data, spec_path = args.out / "data.npz", args.out / "d3rlpy_spec.json"
     export(episodes, data)
     env_spec = episodes.eval_env_spec
@@ -263,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         runs.setdefault(method, {})[seed] = result
     report = {
         "dataset": entry["id"], "shape": args.shape, "steps": args.steps, "targets": targets,
-        "episodes": args.episodes, "seeds": args.seeds, "methods": summarize(runs, episodes, targets),
+        "dataset_build": dataset_build(episodes.summary()), "episodes": args.episodes, "seeds": args.seeds,
+        "methods": summarize(runs, episodes, targets),
     }  # fmt: skip
     (args.out / "peer.json").write_text(json.dumps(report, indent=1))
     md = markdown(report, targets)

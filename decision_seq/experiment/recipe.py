@@ -24,6 +24,7 @@ from decision_seq.experiment.report import print_results_table
 from decision_seq.experiment.resources import job_resources, return_freed_memory
 from decision_seq.experiment.results import (
     RESULTS_FILE,
+    dataset_build,
     eval_score,
     git_commit,
     summarize,
@@ -164,6 +165,7 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
         "discrete_action": cfg.eval.discrete_action if episodes.discrete else None,
         "eval_max_steps": cfg.eval.max_steps,
         "eval_env": _eval_env_id(episodes),
+        "dataset_build": dataset_build(data_summary),
         "final": "last evaluation (the DT paper's protocol)",
         "best": "max over evaluations during training (the Decision Mamba paper's protocol)",
         "score": "mean normalized score (0-100) of the best target",
@@ -317,6 +319,7 @@ def run_training(cfg: DictConfig, out_dir: Path) -> dict:
                 "dataset/mean_normalized_score": data_summary.get("normalized_score_mean"),
                 "protocol/eval_env": protocol["eval_env"],
                 "protocol/discrete_action": protocol["discrete_action"],
+                "protocol/dataset_build": protocol["dataset_build"],
             }
         )
     finally:

@@ -19,6 +19,17 @@ from decision_seq.utils.fileio import atomic_write
 RESULTS_FILE = "results.json"
 
 
+def dataset_build(summary: dict) -> str | None:
+    """Which build of a dataset a run trained on, from the dataset summary results.json holds: episodes,
+    steps and mean return. Two builds under one id differ here (a SAC build is reproducible on one CPU, not
+    across CPUs: their float rounding differs and the policy's training diverges), so the leaderboard keeps
+    their runs apart. None when the summary lacks these fields."""
+    try:
+        return f"{int(summary['episodes'])} episodes, {int(summary['steps'])} steps, mean {summary['return_mean']:.2f}"
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def eval_record(step: int, per_target: dict[float, dict], normalize) -> dict:
     """One evaluation: per-target returns and normalized scores (0-100), plus flat logger metrics."""
     rows, metrics = [], {}

@@ -32,7 +32,7 @@ from decision_seq.leaderboard.runs import (
 )
 
 # Fields that differ between datasets by design; aggregates over datasets compare only the others.
-DATASET_FIELDS = ("dataset_id", "targets", "rtg_scale", "eval_env")
+DATASET_FIELDS = ("dataset_id", "targets", "rtg_scale", "eval_env", "dataset_build")
 
 
 def suite_of(dataset_id: str, eval_env: str | None = None) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from decision_seq.experiment.results import RESULTS_FILE, eval_score
+from decision_seq.experiment.results import RESULTS_FILE, dataset_build, eval_score
 
 # What makes two runs comparable. `mode` is the evaluation mode (window / recurrent). Defined here because
 # a run's protocol is read with the run; grouping splits on these same fields.
@@ -35,6 +35,8 @@ PROTOCOL_FIELDS = (
     # continuous actions and in results.json files written before the field existed.
     "discrete_action",
     "eval_max_steps",  # evaluation episodes cut short (eval.max_steps): another protocol; null = the env's limit
+    # which build of the dataset (episodes, steps, mean return): one id rebuilt on another CPU is other data
+    "dataset_build",
 )
 
 # W&B names its run dirs `run-<date>_<time>-<id>` (online) or `offline-run-...`.
@@ -99,6 +101,7 @@ def run_from_results(data: dict, path: str) -> Run:
         raise ValueError("missing 'status', 'model' or 'dataset.id': not a decision-seq results.json")
     protocol = {f: _canon(proto.get(f)) for f in PROTOCOL_FIELDS}
     protocol["dataset_id"] = protocol["dataset_id"] or dataset_id
+    protocol["dataset_build"] = protocol["dataset_build"] or dataset_build(ds)  # files from before the field
     run = Run(
         path=path,
         status=status,
@@ -189,6 +192,7 @@ def run_from_wandb(
             # from the summary, like eval_env: the config holds eval.discrete_action for continuous runs too
             "discrete_action": summary.get("protocol/discrete_action"),
             "eval_max_steps": ev.get("max_steps"),
+            "dataset_build": summary.get("protocol/dataset_build"),
         }
         run = Run(
             path=path,

@@ -62,6 +62,8 @@ def test_train_writes_results_and_checkpoint(model, pendulum_dataset_id, tmp_pat
     assert res["throughput"]["steps_per_sec"] > 0
     assert res["protocol"]["targets"] == [-150, -600] and res["protocol"]["episodes"] == 2
     assert res["protocol"]["eval_env"] == "Pendulum-v1" and res["protocol"]["top_fraction"] is None
+    mean = res["dataset"]["return_mean"]
+    assert res["protocol"]["dataset_build"] == f"30 episodes, 6000 steps, mean {mean:.2f}"
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["step"] == 20 and ckpt["backbone"] == res["backbone"]
     for key in ("model", "optimizer", "scheduler", "rng", "normalization", "config", "model_kwargs"):

@@ -69,10 +69,12 @@ def make_results(
     dataset_score: float = 40.0,
     steps: int = 1000,
     curve: list[float] | None = None,
+    data_summary: dict | None = None,
     **protocol: object,
 ) -> dict:
     """A minimal valid results.json dict; `curve`: eval scores at steps spaced evenly up to `steps`;
-    `protocol`: overrides of the protocol keys."""
+    `data_summary`: more keys of the dataset entry (episodes, steps, return_mean...); `protocol`: overrides
+    of the protocol keys."""
     best = last if best is None else best
     curve = [last / 2, last] if curve is None else curve
     every = steps // len(curve)
@@ -109,7 +111,8 @@ def make_results(
             "id": dataset_id,
             "name": dataset_id.split("/")[-1],
             "normalized_score_mean": dataset_score if normalized else None,
-        },
+        }
+        | (data_summary or {}),
         "protocol": proto,
         "versions": {},
         "evaluations": evals,

@@ -66,6 +66,28 @@ def test_runs_on_different_eval_envs_never_pool(tmp_path):
         build_leaderboard([root], strict=True)
 
 
+def test_runs_on_two_builds_of_one_dataset_never_pool(tmp_path):
+    # results.json files from before protocol.dataset_build: the build is read off their dataset summary
+    root = tmp_path / "builds"
+    first = {"episodes": 259, "steps": 200_000, "return_mean": 2237.0}
+    write_run(root, "a", seed=0, last=40.0, data_summary=first)
+    write_run(root, "b", seed=1, last=50.0, data_summary=first)
+    write_run(root, "c", seed=2, last=90.0, data_summary=first | {"episodes": 231, "return_mean": 2601.25})
+    lb = build_leaderboard([root])
+    cells = {c.variant: c for c in lb.cells}
+    assert sorted(cells) == [
+        "dataset_build=231 episodes, 200000 steps, mean 2601.25",
+        "dataset_build=259 episodes, 200000 steps, mean 2237.00",
+    ]
+    assert cells["dataset_build=259 episodes, 200000 steps, mean 2237.00"].last.mean == pytest.approx(45.0)
+    assert len(lb.warnings) == 1 and "'dataset_build'" in lb.warnings[0]
+    # a run that names its build pools with the files that leave it to the summary
+    build = "259 episodes, 200000 steps, mean 2237.00"
+    write_run(root, "d", seed=3, last=60.0, data_summary=first, dataset_build=build)
+    cells = {c.variant: c for c in build_leaderboard([root]).cells}
+    assert cells[f"dataset_build={build}"].last.n == 3
+
+
 def test_aggregates_keep_protocol_families_apart(tmp_path):
     root = tmp_path / "fam"
     write_run(root, "h", seed=0, last=40.0, steps=1000)

@@ -76,6 +76,7 @@ def test_json_cells_exact(sweep):
         "top_fraction": None,
         "discrete_action": None,
         "eval_max_steps": None,
+        "dataset_build": None,  # make_results' dataset entry has no episodes / steps / return_mean
     }
     assert [r["seed"] for r in hop["runs"]] == [0, 1, 2, 3]
     assert hop["runs"][3]["last"] == 60.0 and hop["runs"][3]["best"] == 90.0

@@ -105,3 +105,14 @@ def test_runs_keep_their_order_and_stop_at_the_first_failure(peer):
     with pytest.raises(RuntimeError, match="run 1 failed"):
         peer.run_all(tasks, jobs=1)
     assert started == [0, 1]  # one at a time: nothing after the failed run starts
+
+
+def test_an_output_folder_keeps_to_one_dataset_build(peer, tmp_path):
+    assert peer.claim_out_dir(tmp_path, "a/b/medium-v0", "259 episodes, 200000 steps, mean 2237.00") is None
+    assert peer.claim_out_dir(tmp_path, "a/b/medium-v0", "259 episodes, 200000 steps, mean 2237.00") is None
+    problem = peer.claim_out_dir(tmp_path, "a/b/medium-v0", "231 episodes, 200000 steps, mean 2601.25")
+    assert "holds runs on a/b/medium-v0 (259 episodes, 200000 steps, mean 2237.00)" in problem
+    assert "give another --out" in problem
+    assert "not on a/c/medium-v0" in peer.claim_out_dir(
+        tmp_path, "a/c/medium-v0", "259 episodes, 200000 steps, mean 2237.00"
+    )
