@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     episodes = load_episodes(entry["id"])
     shape = SHAPES[args.shape]
     args.out.mkdir(parents=True, exist_ok=True)
-    if problem := claim_out_dir(args.out, entry["id"], dataset_build(episodes.summary())):
+    build = dataset_build(episodes.summary())
+    if problem := claim_out_dir(args.out, entry["id"], build):
         print(f"peer_d3rlpy.py: error: {problem}", file=sys.stderr)
         return 2
     data, spec_path = args.out / "data.npz", args.out / "d3rlpy_spec.json"
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.setdefault(method, {})[seed] = result
     report = {
         "dataset": entry["id"], "shape": args.shape, "steps": args.steps, "targets": targets,
-        "dataset_build": dataset_build(episodes.summary()), "episodes": args.episodes, "seeds": args.seeds,
+        "dataset_build": build, "episodes": args.episodes, "seeds": args.seeds,
         "methods": summarize(runs, episodes, targets),
     }  # fmt: skip
     (args.out / "peer.json").write_text(json.dumps(report, indent=1))
