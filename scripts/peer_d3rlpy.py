@@ -20,7 +20,9 @@ reset seeds seed x 10000 + i, the same targets and episodes. Scores are D4RL-nor
 reference returns. Finished runs are kept and skipped on a rerun (delete a run's folder to redo it); the
 output folder is tied to the dataset build it started on (OUT/dataset.json), so a rerun after a rebuild
 on another machine is refused rather than mixing two datasets' runs.
-Writes OUT/peer.json and OUT/peer.md and prints the table.
+Writes OUT/peer.json and OUT/peer.md after every finished run (an interrupted check keeps a table of what
+finished; missing seeds show as "-") and prints the table at the end. `--report` rewrites them from the
+finished runs in OUT without training (for a check that is still going or was stopped).
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="runs at once (default: 1); with more, every run shares the machine alike, so steps/s still compare",
     )  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="output folder (runs, peer.json, peer.md)")
+    p.add_argument(
+        "--report", action="store_true",
+        help="train nothing: summarize the finished runs in OUT (with the steps, targets and episodes they ran)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     try:
         args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -79,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("steps", "episodes", "threads", "jobs"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
-    if args.d3rlpy_python is None or not Path(args.d3rlpy_python).exists():
+    if not args.report and (args.d3rlpy_python is None or not Path(args.d3rlpy_python).exists()):
         p.error("--d3rlpy-python (or $D3RLPY_PYTHON): the python of an environment with d3rlpy; see --help")
     return args
 
@@ -134,33 +140,48 @@ def our_overrides(model: str, dataset: str, shape: dict, args, targets: list[flo
     ]  # fmt: skip
 
 
+def read_ours(run: Path) -> dict | None:
+    """A finished run of ours (its results.json says completed): final returns per target and steps/s."""
+    results = run / "results.json"
+    if not results.exists():
+        return None
+    res = json.loads(results.read_text())
+    if res.get("status") != "completed":
+        return None
+    final = res["evaluations"][-1]["results"]
+    return {"returns": {r["target"]: r["returns"] for r in final}, "steps_per_sec": res["throughput"]["steps_per_sec"]}
+
+
+def read_d3rlpy(path: Path) -> dict | None:
+    """A finished d3rlpy run (the worker's file is only moved into place once it has finished)."""
+    if not path.exists():
+        return None
+    res = json.loads(path.read_text())
+    return {"returns": {r["target"]: r["returns"] for r in res["results"]}, "steps_per_sec": res["steps_per_sec"]}
+
+
 def run_ours(model, dataset, shape, args, targets, seed) -> dict:
     run = args.out / f"ours-{model}" / f"seed{seed}"
-    results = run / "results.json"
-    if not (results.exists() and json.loads(results.read_text()).get("status") == "completed"):
-        cmd = [sys.executable, "-m", "decision_seq", *our_overrides(model, dataset, shape, args, targets, seed, run)]
-        print(f"[ours {model} seed {seed}] {' '.join(cmd[3:])}", flush=True)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    res = json.loads(results.read_text())
-    final = res["evaluations"][-1]["results"]
-    return {
-        "returns": {r["target"]: r["returns"] for r in final},
-        "steps_per_sec": res["throughput"]["steps_per_sec"],
-    }
+    if (done := read_ours(run)) is not None:
+        return done
+    cmd = [sys.executable, "-m", "decision_seq", *our_overrides(model, dataset, shape, args, targets, seed, run)]
+    print(f"[ours {model} seed {seed}] {' '.join(cmd[3:])}", flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return read_ours(run)
 
 
 def run_d3rlpy(args, data: Path, spec: Path, seed: int) -> dict:
     out = args.out / "d3rlpy-dt" / f"seed{seed}.json"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        worker = Path(__file__).resolve().parent / "peer" / "d3rlpy_dt.py"
-        print(f"[d3rlpy dt seed {seed}]", flush=True)
-        tmp = out.with_suffix(".tmp")
-        cmd = [args.d3rlpy_python, str(worker), "--data", str(data), "--spec", str(spec), "--seed", str(seed)]
-        subprocess.run([*cmd, "--out", str(tmp)], check=True, stdout=subprocess.DEVNULL)
-        tmp.replace(out)  # a killed run leaves no result that a rerun would take as finished
-    res = json.loads(out.read_text())
-    return {"returns": {r["target"]: r["returns"] for r in res["results"]}, "steps_per_sec": res["steps_per_sec"]}
+    if (done := read_d3rlpy(out)) is not None:
+        return done
+    out.parent.mkdir(parents=True, exist_ok=True)
+    worker = Path(__file__).resolve().parent / "peer" / "d3rlpy_dt.py"
+    print(f"[d3rlpy dt seed {seed}]", flush=True)
+    tmp = out.with_suffix(".tmp")
+    cmd = [args.d3rlpy_python, str(worker), "--data", str(data), "--spec", str(spec), "--seed", str(seed)]
+    subprocess.run([*cmd, "--out", str(tmp)], check=True, stdout=subprocess.DEVNULL)
+    tmp.replace(out)  # a killed run leaves no result that a rerun would take as finished
+    return read_d3rlpy(out)
 
 
 def summarize(runs: dict[str, dict[int, dict]], episodes, targets: list[float]) -> dict:
@@ -196,7 +217,10 @@ def markdown(report: dict, targets: list[float]) -> str:
     lines = [f"Normalized score (targets {tgt}), per seed:", "", "| seed | " + " | ".join(methods) + " |"]
     lines.append("|---" * (len(methods) + 1) + "|")
     for seed in report["seeds"]:
-        cells = [" / ".join(f"{s:.1f}" for s in report["methods"][m]["per_seed"][seed]["scores"]) for m in methods]
+        cells = []
+        for m in methods:
+            run = report["methods"][m]["per_seed"].get(seed)
+            cells.append("-" if run is None else " / ".join(f"{s:.1f}" for s in run["scores"]))
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     lines += ["", "| method | " + " | ".join(f"target {t:g}" for t in targets) + " | mean over targets | steps/s |"]
     lines.append("|---" * (len(targets) + 3) + "|")
@@ -206,6 +230,9 @@ def markdown(report: dict, targets: list[float]) -> str:
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {report['methods'][m]['steps_per_sec_median']:.1f} |")
     lines.append("")
     lines.append("mean ± sd over seeds [95% percentile bootstrap CI of the mean]; steps/s: median over seeds")
+    if missing := [f"{m} {len(r['per_seed'])} of {len(report['seeds'])}" for m, r in report["methods"].items()
+                   if len(r["per_seed"]) < len(report["seeds"])]:  # fmt: skip
+        lines.append(f"Partial: seeds finished so far: {', '.join(missing)}")
     return "\n".join(lines) + "\n"
 
 
@@ -213,23 +240,28 @@ class _NotStarted(Exception):
     """A run skipped because an earlier one failed."""
 
 
-def run_all(tasks: dict, jobs: int) -> dict:
+def run_all(tasks: dict, jobs: int, on_done=None) -> dict:
     """{key: fn()} for every task, `jobs` at a time, in the tasks' order. Stops at the first failure, as the
     check did one run at a time: runs not started yet are skipped, runs already going finish (their results
-    stay on disk for the rerun), then that failure is raised."""
-    failed = threading.Event()
+    stay on disk for the rerun), then that failure is raised. on_done(key, result) is called after each
+    finished task, one call at a time."""
+    failed, lock = threading.Event(), threading.Lock()
 
-    def guarded(fn):
+    def guarded(key, fn):
         if failed.is_set():
             raise _NotStarted
         try:
-            return fn()
+            result = fn()
         except BaseException:
             failed.set()
             raise
+        if on_done is not None:
+            with lock:
+                on_done(key, result)
+        return result
 
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:  # each task waits on its own subprocess
-        futures = {key: pool.submit(guarded, fn) for key, fn in tasks.items()}
+        futures = {key: pool.submit(guarded, key, fn) for key, fn in tasks.items()}
     if errors := [e for f in futures.values() if (e := f.exception()) is not None and not isinstance(e, _NotStarted)]:
         raise errors[0]
     return {key: future.result() for key, future in futures.items()}
@@ -253,17 +285,71 @@ def claim_out_dir(out: Path, dataset_id: str, build: str | None) -> str | None:
     return None
 
 
+def make_report(dataset_id, build, spec, shape_name, seeds, runs, episodes) -> dict:
+    """The check's report from the runs finished so far (methods with none are left out)."""
+    runs = {m: {seed: by_seed[seed] for seed in sorted(by_seed)} for m, by_seed in runs.items() if by_seed}
+    return {
+        "dataset": dataset_id, "shape": shape_name, "steps": spec["steps"], "targets": spec["targets"],
+        "dataset_build": build, "episodes": spec["episodes"], "seeds": seeds,
+        "methods": summarize(runs, episodes, spec["targets"]),
+    }  # fmt: skip
+
+
+def write_report(out: Path, report: dict) -> str:
+    """OUT/peer.json and OUT/peer.md, each replaced whole (a reader never sees half a file). Returns the table."""
+    md = markdown(report, report["targets"])
+    for name, text in (("peer.json", json.dumps(report, indent=1)), ("peer.md", md)):
+        tmp = out / f"{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / name)
+    return md
+
+
+def finished_runs(out: Path) -> dict[str, dict[int, dict]]:
+    """Every finished run in OUT, as {method: {seed: result}}: ours first (dt, dmamba), then d3rlpy's."""
+    runs: dict[str, dict[int, dict]] = {}
+    for model in OURS:
+        for run in sorted(out.glob(f"ours-{model}/seed*")):
+            if run.name[4:].isdigit() and (r := read_ours(run)) is not None:
+                runs.setdefault(f"ours {model}", {})[int(run.name[4:])] = r
+    for path in sorted(out.glob("d3rlpy-dt/seed*.json")):
+        if path.stem[4:].isdigit() and (r := read_d3rlpy(path)) is not None:
+            runs.setdefault("d3rlpy dt", {})[int(path.stem[4:])] = r
+    return runs
+
+
+def report_only(out: Path, entry: dict, episodes, build: str) -> int:
+    """--report: the table of the finished runs in OUT, with the steps, targets and episodes they ran."""
+    spec_path, record = out / "d3rlpy_spec.json", out / "dataset.json"
+    if not (spec_path.exists() and record.exists()):
+        print(f"peer_d3rlpy.py: error: {out} holds no peer check (no d3rlpy_spec.json / dataset.json)", file=sys.stderr)
+        return 2
+    if problem := claim_out_dir(out, entry["id"], build):
+        print(f"peer_d3rlpy.py: error: {problem}", file=sys.stderr)
+        return 2
+    spec = json.loads(spec_path.read_text())
+    if not (runs := finished_runs(out)):
+        print(f"peer_d3rlpy.py: error: {out} holds no finished run yet", file=sys.stderr)
+        return 2
+    shape_name = next((name for name, shape in SHAPES.items() if shape == spec["shape"]), "custom")
+    seeds = sorted({seed for by_seed in runs.values() for seed in by_seed})
+    print(write_report(out, make_report(entry["id"], build, spec, shape_name, seeds, runs, episodes)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from decision_seq.data.episodes import load_episodes
     from decision_seq.experiment.results import dataset_build
 
     entry = dataset_entry(args.dataset)
-    targets = args.targets or entry["targets"]
     episodes = load_episodes(entry["id"])
+    build = dataset_build(episodes.summary())
+    if args.report:
+        return report_only(args.out, entry, episodes, build)
+    targets = args.targets or entry["targets"]
     shape = SHAPES[args.shape]
     args.out.mkdir(parents=True, exist_ok=True)
-    build = dataset_build(episodes.summary())
     if problem := claim_out_dir(args.out, entry["id"], build):
         print(f"peer_d3rlpy.py: error: {problem}", file=sys.stderr)
         return 2
@@ -283,18 +369,14 @@ def main(argv: list[str] | None = None) -> int:
         for m in args.ours:
             tasks[(f"ours {m}", seed)] = functools.partial(run_ours, m, args.dataset, shape, args, targets, seed)
         tasks[("d3rlpy dt", seed)] = functools.partial(run_d3rlpy, args, data, spec_path, seed)
-    runs: dict[str, dict[int, dict]] = {}
-    for (method, seed), result in run_all(tasks, args.jobs).items():
-        runs.setdefault(method, {})[seed] = result
-    report = {
-        "dataset": entry["id"], "shape": args.shape, "steps": args.steps, "targets": targets,
-        "dataset_build": build, "episodes": args.episodes, "seeds": args.seeds,
-        "methods": summarize(runs, episodes, targets),
-    }  # fmt: skip
-    (args.out / "peer.json").write_text(json.dumps(report, indent=1))
-    md = markdown(report, targets)
-    (args.out / "peer.md").write_text(md)
-    print(md)
+    runs: dict[str, dict[int, dict]] = {f"ours {m}": {} for m in args.ours} | {"d3rlpy dt": {}}
+
+    def record(key, result):  # the report after every finished run, so a stopped check keeps its table
+        runs[key[0]][key[1]] = result
+        write_report(args.out, make_report(entry["id"], build, spec, args.shape, args.seeds, runs, episodes))
+
+    run_all(tasks, args.jobs, on_done=record)
+    print(write_report(args.out, make_report(entry["id"], build, spec, args.shape, args.seeds, runs, episodes)))
     return 0
 
 

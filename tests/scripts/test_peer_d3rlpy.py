@@ -5,6 +5,7 @@ environment; docs/benchmarks.md has the command and the numbers.)"""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -116,3 +117,45 @@ def test_an_output_folder_keeps_to_one_dataset_build(peer, tmp_path):
     assert "not on a/c/medium-v0" in peer.claim_out_dir(
         tmp_path, "a/c/medium-v0", "259 episodes, 200000 steps, mean 2237.00"
     )
+
+
+def test_each_finished_run_is_reported_once(peer):
+    seen = []
+    out = peer.run_all({("a", 0): lambda: 1, ("b", 0): lambda: 2}, jobs=1, on_done=lambda k, r: seen.append((k, r)))
+    assert out == {("a", 0): 1, ("b", 0): 2} and seen == [(("a", 0), 1), (("b", 0), 2)]
+
+
+def _write_ours(run: Path, status: str, returns: list[float], steps_per_sec: float) -> None:
+    run.mkdir(parents=True)
+    results = {"target": 4.0, "returns": returns}
+    (run / "results.json").write_text(
+        json.dumps(
+            {"status": status, "evaluations": [{"results": [results]}], "throughput": {"steps_per_sec": steps_per_sec}}
+        )
+    )
+
+
+def test_a_stopped_check_reports_what_finished(peer, tmp_path):
+    _write_ours(tmp_path / "ours-dt" / "seed0", "completed", [2.0, 4.0], 10.0)
+    _write_ours(tmp_path / "ours-dt" / "seed1", "running", [9.0], 1.0)  # killed mid-run: not a result
+    _write_ours(tmp_path / "ours-dt" / "seed2", "completed", [5.0, 5.0], 30.0)
+    (tmp_path / "d3rlpy-dt").mkdir()
+    (tmp_path / "d3rlpy-dt" / "seed1.json").write_text(
+        json.dumps({"results": [{"target": 4.0, "returns": [1.0]}], "steps_per_sec": 5.0})
+    )
+    (tmp_path / "d3rlpy-dt" / "seed2.tmp").write_text("{")  # a d3rlpy run still going
+    runs = peer.finished_runs(tmp_path)
+    assert {m: sorted(r) for m, r in runs.items()} == {"ours dt": [0, 2], "d3rlpy dt": [1]}
+    spec = {"steps": 7, "targets": [4.0], "episodes": 2}
+    report = peer.make_report("x/y/z-v0", "2 episodes", spec, "small", [0, 1, 2], runs, _episodes())
+    table = peer.write_report(tmp_path, report)
+    assert (tmp_path / "peer.md").read_text() == table
+    assert json.loads((tmp_path / "peer.json").read_text())["methods"]["ours dt"]["summary"]["4"]["n"] == 2
+    assert "| 0 | 30.0 | - |" in table and "| 1 | - | 10.0 |" in table and "| 2 | 50.0 | - |" in table
+    assert "| ours dt | 40.0 ± 14.1 [" in table and "| d3rlpy dt | 10.0 (1 seed) |" in table
+    assert "Partial: seeds finished so far: ours dt 2 of 3, d3rlpy dt 1 of 3" in table
+
+
+def test_report_needs_no_d3rlpy(peer, tmp_path):
+    args = peer.parse_args(["--report", "--out", str(tmp_path), "--d3rlpy-python", str(tmp_path / "none")])
+    assert args.report
