@@ -167,7 +167,9 @@ def run_ours(model, dataset, shape, args, targets, seed) -> dict:
     cmd = [sys.executable, "-m", "decision_seq", *our_overrides(model, dataset, shape, args, targets, seed, run)]
     print(f"[ours {model} seed {seed}] {' '.join(cmd[3:])}", flush=True)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return read_ours(run)
+    if (done := read_ours(run)) is None:
+        raise RuntimeError(f"{run}: training exited without a completed results.json; see {run / 'train.log'}")
+    return done
 
 
 def run_d3rlpy(args, data: Path, spec: Path, seed: int) -> dict:
@@ -376,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         write_report(args.out, make_report(entry["id"], build, spec, args.shape, args.seeds, runs, episodes))
 
     run_all(tasks, args.jobs, on_done=record)
-    print(write_report(args.out, make_report(entry["id"], build, spec, args.shape, args.seeds, runs, episodes)))
+    print((args.out / "peer.md").read_text())  # every task ends in record(), the last one wrote the full table
     return 0
 
 
